@@ -1,0 +1,340 @@
+"""Validated configuration of the toy forward model, and YAML loading with errors that name the field.
+
+The defaults are the collaboration's toy problem (DESIGN.md section 3): two PDFs u, d of the form
+``N x^a (1-x)^b``, the observables sigma1 = 4u + d and sigma2 = 4d + u on x in [0.1, 1], four datasets (each
+observable split at x = 0.3) and the event-count cases A, B, C of the talk. Every field can be overridden from
+a YAML runcard; a bad value raises :class:`ValueError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "DEFAULT_CASES",
+    "DataConfig",
+    "DatasetSpec",
+    "ObservableSpec",
+    "ParameterSpec",
+    "PhysicsConfig",
+    "PosteriorConfig",
+    "QuadratureConfig",
+    "ReferenceConfig",
+    "load_config",
+    "load_yaml",
+    "parse_config",
+]
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+DEFAULT_CASES: dict[str, dict[str, float]] = {
+    "A": {"sigma1": 100_000.0, "sigma2": 50_000.0},
+    "B": {"sigma1": 10_000.0, "sigma2": 5_000.0},
+    "C": {"sigma1": 1_000.0, "sigma2": 500.0},
+}
+
+
+class _Strict(BaseModel):
+    """Base of every config model: unknown keys are errors (a typo must not be silently ignored)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ParameterSpec(_Strict):
+    """One PDF parameter: its name, true value (for closure tests) and uniform prior box [low, high]."""
+
+    name: str
+    truth: float
+    low: float
+    high: float
+
+    @model_validator(mode="after")
+    def _check_box(self) -> ParameterSpec:
+        if not all(math.isfinite(v) for v in (self.truth, self.low, self.high)):
+            raise ValueError(f"parameter {self.name!r}: truth, low and high must be finite")
+        if not self.low < self.high:
+            raise ValueError(f"parameter {self.name!r}: low ({self.low}) must be below high ({self.high})")
+        if not self.low <= self.truth <= self.high:
+            raise ValueError(
+                f"parameter {self.name!r}: truth {self.truth} lies outside its box [{self.low}, {self.high}]"
+            )
+        return self
+
+
+class ObservableSpec(_Strict):
+    """An observable as a non-negative linear combination of PDFs, e.g. sigma1 = 4 u + 1 d."""
+
+    name: str
+    coefficients: dict[str, float]
+
+    @field_validator("coefficients")
+    @classmethod
+    def _check_coefficients(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(c < 0 or not math.isfinite(c) for c in value.values()):
+            raise ValueError("coefficients must be finite and >= 0 (an observable is a positive density)")
+        if not any(c > 0 for c in value.values()):
+            raise ValueError("at least one coefficient must be > 0")
+        return value
+
+
+class DatasetSpec(_Strict):
+    """A dataset: the events of one observable in the sub-range [x_min, x_max]."""
+
+    name: str
+    observable: str
+    x_min: float
+    x_max: float
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"dataset name {value!r} must be a plain identifier (it becomes a file name)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_range(self) -> DatasetSpec:
+        if not 0.0 < self.x_min < self.x_max <= 1.0:
+            raise ValueError(f"dataset {self.name!r}: need 0 < x_min < x_max <= 1, got [{self.x_min}, {self.x_max}]")
+        return self
+
+
+class QuadratureConfig(_Strict):
+    """Quadrature and inversion settings (defaults give ~1e-13 relative integrals; see physics.quadrature).
+
+    Panels are uniform in z = logit(x), which grades them geometrically towards both x = 0 and x = 1,
+    where x^a and (1-x)^b are singular.
+    """
+
+    order: int = Field(8, ge=2, le=64, description="Gauss-Legendre nodes per panel")
+    step: float = Field(0.15, gt=0.0, le=2.0, description="panel width in logit(x) in the bulk")
+    tail_step: float = Field(0.5, gt=0.0, le=4.0, description="panel width in logit(x) for 1 - x < tail_start")
+    tail_start: float = Field(1e-3, gt=0.0, lt=0.5)
+    y_floor: float = Field(1e-20, gt=0.0, lt=1e-6, description="1 - x below which the integrand is dropped")
+    sampler_step: float = Field(
+        0.05, gt=0.0, le=2.0, description="panel width in logit(x) of the sampler's cumulative table"
+    )
+    newton_steps: int = Field(1, ge=0, le=20, description="exact Newton steps after the Hermite guess")
+
+
+def _default_parameters() -> list[ParameterSpec]:
+    truth = [2.1875, -0.5, 3.0, 1.09375, -0.5, 4.0]
+    low = [0.0, -1.0, 0.0, 0.0, -1.0, 0.0]
+    high = [3.0, 1.0, 5.0, 3.0, 1.0, 5.0]
+    names = ["Nu", "au", "bu", "Nd", "ad", "bd"]
+    return [ParameterSpec(name=n, truth=t, low=lo, high=hi) for n, t, lo, hi in zip(names, truth, low, high)]
+
+
+def _default_observables() -> list[ObservableSpec]:
+    return [
+        ObservableSpec(name="sigma1", coefficients={"u": 4.0, "d": 1.0}),
+        ObservableSpec(name="sigma2", coefficients={"u": 1.0, "d": 4.0}),
+    ]
+
+
+def _default_datasets() -> list[DatasetSpec]:
+    return [
+        DatasetSpec(name=f"{obs}_{part}", observable=obs, x_min=lo, x_max=hi)
+        for obs in ("sigma1", "sigma2")
+        for part, lo, hi in (("low", 0.1, 0.3), ("high", 0.3, 1.0))
+    ]
+
+
+class PhysicsConfig(_Strict):
+    """The toy forward model: PDFs, parameters, observables, datasets and event-count cases.
+
+    Parameters come in triples (N, a, b) per flavour, in the order of ``flavors``:
+    f(x) = N x^a (1-x)^b. A case gives the expected number of events of each observable summed over its
+    datasets; the luminosity of the observable is fixed by it at the true parameters.
+    """
+
+    flavors: list[str] = Field(default_factory=lambda: ["u", "d"])
+    parameters: list[ParameterSpec] = Field(default_factory=_default_parameters)
+    observables: list[ObservableSpec] = Field(default_factory=_default_observables)
+    datasets: list[DatasetSpec] = Field(default_factory=_default_datasets)
+    cases: dict[str, dict[str, float]] = Field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_CASES.items()})
+    case: str = "B"
+    quadrature: QuadratureConfig = Field(default_factory=QuadratureConfig)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> PhysicsConfig:
+        if len(set(self.flavors)) != len(self.flavors) or not self.flavors:
+            raise ValueError("flavors: must be a non-empty list of distinct names")
+        if len(self.parameters) != 3 * len(self.flavors):
+            raise ValueError(
+                f"parameters: expected 3 per flavour (N, a, b) = {3 * len(self.flavors)}, got {len(self.parameters)}"
+            )
+        names = [p.name for p in self.parameters]
+        if len(set(names)) != len(names):
+            raise ValueError(f"parameters: names must be distinct, got {names}")
+        reaches_one = any(d.x_max >= 1.0 for d in self.datasets)
+        for i, flavor in enumerate(self.flavors):
+            norm, b_exp = self.parameters[3 * i], self.parameters[3 * i + 2]
+            if norm.low < 0:
+                raise ValueError(f"parameters: normalisation {norm.name!r} of {flavor} must have low >= 0")
+            if reaches_one and b_exp.low <= -1.0:
+                raise ValueError(
+                    f"parameters: {b_exp.name!r} must have low > -1 (the integral of (1-x)^b diverges at x = 1)"
+                )
+        obs_names = [o.name for o in self.observables]
+        if len(set(obs_names)) != len(obs_names):
+            raise ValueError(f"observables: names must be distinct, got {obs_names}")
+        for obs in self.observables:
+            unknown = set(obs.coefficients) - set(self.flavors)
+            if unknown:
+                raise ValueError(f"observables: {obs.name!r} uses unknown flavours {sorted(unknown)}")
+        ds_names = [d.name for d in self.datasets]
+        if not ds_names:
+            raise ValueError("datasets: at least one dataset is needed")
+        if len(set(ds_names)) != len(ds_names):
+            raise ValueError(f"datasets: names must be distinct, got {ds_names}")
+        for ds in self.datasets:
+            if ds.observable not in obs_names:
+                raise ValueError(f"datasets: {ds.name!r} refers to unknown observable {ds.observable!r}")
+        used = {d.observable for d in self.datasets}
+        for case_name, counts in self.cases.items():
+            for obs, n in counts.items():
+                if obs not in used:
+                    raise ValueError(f"cases: case {case_name!r} gives events for {obs!r}, which has no dataset")
+                if not (n > 0 and math.isfinite(n)):
+                    raise ValueError(f"cases: case {case_name!r}: expected events of {obs!r} must be > 0")
+            missing = used - set(counts)
+            if missing:
+                raise ValueError(f"cases: case {case_name!r} lacks expected events for {sorted(missing)}")
+        if self.case not in self.cases:
+            raise ValueError(f"case: {self.case!r} is not one of the defined cases {sorted(self.cases)}")
+        return self
+
+    @property
+    def parameter_names(self) -> list[str]:
+        """Names of the parameters in vector order."""
+        return [p.name for p in self.parameters]
+
+    @property
+    def truth(self) -> list[float]:
+        """True parameter values in vector order."""
+        return [p.truth for p in self.parameters]
+
+    @property
+    def low(self) -> list[float]:
+        """Lower edges of the prior box."""
+        return [p.low for p in self.parameters]
+
+    @property
+    def high(self) -> list[float]:
+        """Upper edges of the prior box."""
+        return [p.high for p in self.parameters]
+
+    def with_case(self, case: str) -> PhysicsConfig:
+        """Return a copy with another event-count case selected (validated)."""
+        return PhysicsConfig.model_validate({**self.model_dump(), "case": case})
+
+
+class DataConfig(_Strict):
+    """Pseudo-data settings for closure tests."""
+
+    seed: int = Field(1, ge=0)
+    n_bins: int = Field(10, ge=1, le=1000, description="log-x bins per dataset in the binned view")
+
+
+class PosteriorConfig(_Strict):
+    """MCMC reference posterior (tensorflow-probability's numpy substrate).
+
+    The chains run in coordinates whitened by the Laplace covariance at the maximum-likelihood estimate,
+    re-estimated from the pooled chains after each warm-up window, so they mix whatever the case.
+    """
+
+    kernel: Literal["rwm", "slice"] = "rwm"
+    coordinates: Literal["norm", "theta"] = Field(
+        "norm", description="sample (log integral, a, b) per flavour, or theta itself"
+    )
+    n_chains: int = Field(16, ge=2, le=512)
+    n_warmup: int = Field(1500, ge=0)
+    n_samples: int = Field(4000, ge=10)
+    warmup_windows: int = Field(5, ge=1, le=50)
+    thin: int = Field(1, ge=1)
+    seed: int = Field(0, ge=0)
+
+
+class ReferenceConfig(_Strict):
+    """Runcard of ``python -m physics.reference``: forward model, pseudo-data and reference posterior."""
+
+    physics: PhysicsConfig = Field(default_factory=PhysicsConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    posterior: PosteriorConfig = Field(default_factory=PosteriorConfig)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML runcard into a mapping, with errors that name the file.
+
+    Args:
+        path: the YAML file.
+
+    Returns:
+        The mapping at the top of the file (empty if the file is empty).
+
+    Raises:
+        ValueError: the file is missing, unreadable, not YAML, or not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def parse_config(model: type[_M], data: dict[str, Any], source: str = "<config>") -> _M:
+    """Validate ``data`` as ``model``, turning pydantic's error into a ValueError naming source and field.
+
+    Args:
+        model: the pydantic model class.
+        data: the raw mapping.
+        source: where the mapping came from (file name), used in the message.
+
+    Returns:
+        The validated model.
+
+    Raises:
+        ValueError: one line per invalid field, ``source: section.field: reason``.
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            loc = ".".join(str(part) for part in e["loc"]) or "<top>"
+            lines.append(f"{source}: {loc}: {e['msg']}")
+        raise ValueError("invalid configuration\n" + "\n".join(lines)) from None
+
+
+def load_config(path: str | Path, model: type[_M] = ReferenceConfig, section: str | None = None) -> _M:  # type: ignore[assignment]
+    """Load and validate a YAML runcard.
+
+    Args:
+        path: the YAML file.
+        model: the config model to validate against.
+        section: if given, validate only this top-level section (e.g. ``"physics"``); missing means defaults.
+
+    Returns:
+        The validated config.
+    """
+    data = load_yaml(path)
+    if section is not None:
+        data = data.get(section) or {}
+    return parse_config(model, data, str(path))

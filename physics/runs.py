@@ -1,0 +1,121 @@
+"""Run directories shared by every command-line tool: resolved config, summary.json, logs, tables.
+
+Every CLI of the suite writes one directory holding ``config.yaml`` (the resolved, validated config),
+``summary.json`` (machine-readable results, with the suite version and the command line), plots (PNG) and
+``run.log``. JSON and YAML files are written to a temporary name and renamed, so a crash never leaves a
+truncated file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from pydantic import BaseModel
+
+from physics._version import __version__
+
+__all__ = ["format_table", "open_run_dir", "to_jsonable", "write_json", "write_yaml"]
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert numpy/torch scalars and arrays (recursively) to plain Python for JSON; NaN/inf become strings."""
+    if isinstance(value, BaseModel):
+        return to_jsonable(value.model_dump())
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return to_jsonable(value.detach().cpu().numpy())
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return to_jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as indented JSON, atomically."""
+    path = Path(path)
+    _atomic_write_text(path, json.dumps(to_jsonable(data), indent=2) + "\n")
+    return path
+
+
+def write_yaml(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as YAML, atomically."""
+    path = Path(path)
+    _atomic_write_text(path, yaml.safe_dump(to_jsonable(data), sort_keys=False))
+    return path
+
+
+def open_run_dir(out: str | Path, config: BaseModel, command: str) -> tuple[Path, logging.Logger, dict[str, Any]]:
+    """Create (or reopen) a run directory, write the resolved config, and start logging to run.log.
+
+    Args:
+        out: the directory.
+        config: the validated config, written as ``config.yaml``.
+        command: name of the command, used as the logger name.
+
+    Returns:
+        (directory, logger, provenance dict to put into summary.json).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_yaml(out / "config.yaml", config.model_dump())
+    logger = logging.getLogger(command)
+    logger.setLevel(logging.INFO)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    file_handler = logging.FileHandler(out / "run.log")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(file_handler)
+    provenance = {
+        "command": command,
+        "argv": sys.argv,
+        "suite_version": __version__,
+        "torch_version": torch.__version__,
+        "python": platform.python_version(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    logger.info("run directory %s (%s %s)", out, command, " ".join(sys.argv[1:]))
+    return out, logger, provenance
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt: str = ".4g") -> str:
+    """Format a plain-text table with right-aligned columns.
+
+    Args:
+        headers: column names.
+        rows: cell values (floats formatted with ``floatfmt``).
+        floatfmt: format spec of floats.
+
+    Returns:
+        The table as one string.
+    """
+    cells = [[format(c, floatfmt) if isinstance(c, float) else str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = lambda items: "  ".join(s.rjust(w) for s, w in zip(items, widths))  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
