@@ -25,7 +25,7 @@ test: $(STAMP)  ## fast tests (~1 minute on 2 cores)
 	$(PY) -m pytest -m "$(NOT_SLOW)"
 
 test-slow: $(STAMP)  ## slow statistical checks (and later mpi / slurm ones)
-	$(PY) -m pytest -m "slow or mpi or slurm"
+	$(PY) -m pytest -m "slow or mpi or slurm or gpu"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

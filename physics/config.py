@@ -246,11 +246,10 @@ class DataConfig(_Strict):
 class PosteriorConfig(_Strict):
     """MCMC reference posterior (tensorflow-probability's numpy substrate).
 
-    The chains run in coordinates whitened by the Laplace covariance at the maximum-likelihood estimate,
-    re-estimated from the pooled chains after each warm-up window, so they mix whatever the case.
+    Random-walk Metropolis chains run in coordinates whitened by the Laplace covariance at the maximum-likelihood
+    estimate, re-estimated from the pooled chains after each warm-up window, so they mix whatever the case.
     """
 
-    kernel: Literal["rwm", "slice"] = "rwm"
     coordinates: Literal["norm", "theta"] = Field(
         "norm", description="sample (log integral, a, b) per flavour, or theta itself"
     )

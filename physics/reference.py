@@ -140,7 +140,7 @@ def run_reference(
     crlb_sd = np.array([crlb[experiment.case]["sd"][n] for n in names])
     n_draws, n_chains = posterior.samples.shape[:2]
     print(
-        f"\n== MCMC reference posterior, case {experiment.case} ({posterior.kernel}, {n_chains} chains x {n_draws} "
+        f"\n== MCMC reference posterior, case {experiment.case} (random-walk Metropolis, {n_chains} chains x {n_draws} "
         f"draws, {posterior.seconds:.0f} s, acceptance {posterior.acceptance:.2f})"
     )
     q = posterior.quantiles([0.16, 0.84])
