@@ -45,7 +45,7 @@ from scipy.stats import norm
 from tqdm.auto import tqdm
 
 from physics.config import PosteriorConfig
-from physics.likelihood import ExtendedLikelihood, fisher_information, fit_mle, observed_information
+from physics.likelihood import ExtendedLikelihood, MLEResult, fisher_information, fit_mle, observed_information
 from physics.quadrature import integrate_terms, logit_rule
 from physics.theory import Terms
 
@@ -183,12 +183,15 @@ class _Coordinates:
         return torch.func.jacrev(lambda t: self.to_phi_torch(t.unsqueeze(0))[0])(th).numpy()
 
 
-def laplace_approximation(likelihood: ExtendedLikelihood, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def laplace_approximation(
+    likelihood: ExtendedLikelihood, seed: int = 0, mle: MLEResult | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Centre and covariance (in theta) of the Laplace approximation, capped to the prior box.
 
     Args:
         likelihood: the extended likelihood.
         seed: seed of the maximum-likelihood starts.
+        mle: a maximum-likelihood estimate already computed for this likelihood (else it is fitted).
 
     Returns:
         (maximum-likelihood estimate [D], covariance [D, D]).
@@ -196,7 +199,7 @@ def laplace_approximation(likelihood: ExtendedLikelihood, seed: int = 0) -> tupl
     theory = likelihood.experiment.theory
     low, high = np.asarray(theory.low), np.asarray(theory.high)
     width = high - low
-    mle = fit_mle(likelihood, seed=seed)
+    mle = mle if mle is not None else fit_mle(likelihood, seed=seed)
     # Keep the centre off the edges, where log N and the whitening are singular.
     centre = np.clip(mle.theta, low + 1e-3 * width, high - 1e-3 * width)
     theta = torch.tensor(centre, dtype=torch.float64)

@@ -155,13 +155,12 @@ def _load_array(path: Path, row: dict[str, Any]) -> np.ndarray:
         raise ValueError(f"{path}: event file missing (listed in meta.json for dataset {row['name']!r})")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            if "x" not in npz.files:
-                raise ValueError(f"{path}: no array 'x' (found {npz.files})")
-            x = npz["x"]
+            names = list(npz.files)
+            x = npz["x"] if "x" in names else None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        if isinstance(err, ValueError) and str(err).startswith(str(path)):
-            raise
         raise ValueError(f"{path}: cannot read events ({err})") from err
+    if x is None:
+        raise ValueError(f"{path}: no array 'x' (found {names})")
     if x.ndim != 1:
         raise ValueError(f"{path}: 'x' must be 1-D, got shape {x.shape}")
     if not np.issubdtype(x.dtype, np.floating):

@@ -89,14 +89,15 @@ def run_reference(
 ) -> dict[str, object]:
     """Run the reference pipeline and write the run directory; returns the summary (also in summary.json)."""
     start = time.perf_counter()
-    out, log, provenance = open_run_dir(out, config, "physics.reference")
     experiment = Experiment(config.physics)
     theory = experiment.theory
     names = theory.parameter_names
     truth = np.asarray(theory.truth)
     seed = config.data.seed
 
+    # The data check comes first: a refused run must not overwrite the directory's config.yaml or run.log.
     data, reused = _load_or_generate(experiment, seed, out / "data", overwrite)
+    out, log, provenance = open_run_dir(out, config, "physics.reference")
     log.info("data %s: counts %s", "reused" if reused else "generated", data.counts)
     print(
         f"\n== Pseudo-data: case {experiment.case}, seed {seed} ({'reused' if reused else 'written'}: {out / 'data'})"
@@ -129,7 +130,7 @@ def run_reference(
     likelihood = ExtendedLikelihood(experiment, data)
     mle = fit_mle(likelihood, seed=config.posterior.seed)
     log.info("MLE %s (success %s)", mle.theta, mle.success)
-    centre, cov = laplace_approximation(likelihood, seed=config.posterior.seed)
+    centre, cov = laplace_approximation(likelihood, mle=mle)
     posterior = sample_posterior(likelihood, config.posterior, center=centre, covariance=cov, progress=progress)
     log.info(
         "posterior done in %.1f s, max R-hat %.4f, min ESS %.0f",

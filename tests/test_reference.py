@@ -51,11 +51,13 @@ def test_main_job_writes_a_complete_run_directory(tmp_path, capsys):
 
     # A rerun reuses the data; another seed into the same directory is refused, the data untouched.
     before = (out / "data" / "sigma1_low.npz").read_bytes()
+    config_before = (out / "config.yaml").read_text()
     assert reference.main(["--config", str(cfg), "--out", str(out), "--quiet", "--no-plots"]) == 0
     assert "reused" in capsys.readouterr().out
     assert reference.main(["--config", str(cfg), "--out", str(out), "--seed", "9", "--quiet"]) == 2
     assert "use another --out" in capsys.readouterr().err
     assert (out / "data" / "sigma1_low.npz").read_bytes() == before
+    assert (out / "config.yaml").read_text() == config_before
 
 
 def test_bad_config_is_a_clear_error(tmp_path, capsys):
