@@ -65,7 +65,6 @@ class PosteriorResult:
         acceptance: fraction of accepted proposals over the kept draws.
         rhat: split-chain potential scale reduction per parameter.
         ess: effective sample size per parameter, summed over chains.
-        kernel: the MCMC kernel (random-walk Metropolis, ``"rwm"``).
         seconds: wall time of warm-up plus sampling.
         info: warm-up details (scales, acceptance per window, Laplace centre).
     """
@@ -75,7 +74,6 @@ class PosteriorResult:
     acceptance: float
     rhat: np.ndarray
     ess: np.ndarray
-    kernel: str
     seconds: float
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -102,7 +100,7 @@ class PosteriorResult:
         """JSON-ready summary per parameter (mean, sd, 68/95 % intervals, R-hat, ESS) and run facts."""
         q = self.quantiles([0.025, 0.16, 0.5, 0.84, 0.975])
         return {
-            "kernel": self.kernel,
+            "kernel": "rwm",
             "n_chains": int(self.samples.shape[1]),
             "n_draws_per_chain": int(self.samples.shape[0]),
             "acceptance": float(self.acceptance),
@@ -285,7 +283,7 @@ def sample_posterior(
 
     Args:
         likelihood: the extended likelihood of the data.
-        config: chains, warm-up, draws, kernel and seed.
+        config: chains, warm-up, draws, coordinates and seed.
         center: whitening centre (default: the maximum-likelihood estimate).
         covariance: whitening covariance (default: the capped Laplace covariance).
         progress: show a progress bar.
@@ -357,7 +355,6 @@ def sample_posterior(
         acceptance=float(acc.mean()),
         rhat=rhat,
         ess=ess,
-        kernel="rwm",
         seconds=time.perf_counter() - start,
         info={"warmup": history, "final_scale": float(scale), "coordinates": cfg.coordinates},
     )
