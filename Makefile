@@ -6,9 +6,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 OUT ?= runs/closure
+ARGS ?= --resume
 NOT_SLOW := not slow and not mpi and not slurm and not gpu
 
-.PHONY: venv closure test test-slow lint format bench clean
+.PHONY: venv closure reference test test-slow lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +19,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-closure: $(STAMP)  ## main job: case-B pseudo-data, Cramér–Rao table, MLE, MCMC reference posterior
-	$(PY) -m physics.reference --config configs/reference.yaml --out $(OUT)
+closure: $(STAMP)  ## main job: GAN closure test on case-B pseudo-data against the MCMC reference posterior
+	$(PY) -m inverse.closure --config configs/closure_gan.yaml --out $(OUT) $(ARGS)
+
+reference: $(STAMP)  ## the statistical reference alone: Cramér–Rao table, MLE, MCMC posterior
+	$(PY) -m physics.reference --config configs/reference.yaml --out runs/reference
 
 test: $(STAMP)  ## fast tests (~1 minute on 2 cores)
 	$(PY) -m pytest -m "$(NOT_SLOW)"
@@ -37,6 +41,7 @@ format: $(STAMP)
 
 bench: $(STAMP)  ## benchmarks print JSON
 	$(PY) benchmarks/sampler.py
+	$(PY) benchmarks/replicas.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

@@ -1,6 +1,12 @@
-"""Inverse solvers: the multi-discriminator GAN with vectorized replicas, and VAIM for ill-posed problems.
+"""Inverse solvers: the multi-discriminator GAN with vectorized replicas (VAIM follows in a later issue).
 
-Filled in by the GAN inverse-solver issue; importing this package has no side effects.
+Layers inside (imports point down): ``config`` -> ``stacked`` -> ``models`` / ``losses`` -> ``gan`` ->
+``training`` (Lightning); the closure command ``inverse.closure`` and ``plots`` sit on top and are not imported
+here. Importing this package has no side effects.
 """
 
-__all__: list[str] = []
+from inverse.config import ClosureConfig, GANConfig
+from inverse.gan import InverseGAN
+from inverse.training import GANModule, NonFiniteLossError, fit_gan
+
+__all__ = ["ClosureConfig", "GANConfig", "GANModule", "InverseGAN", "NonFiniteLossError", "fit_gan"]

@@ -26,6 +26,7 @@ __all__ = [
     "PosteriorConfig",
     "QuadratureConfig",
     "ReferenceConfig",
+    "StrictModel",
     "load_config",
     "load_yaml",
     "parse_config",
@@ -40,13 +41,13 @@ DEFAULT_CASES: dict[str, dict[str, float]] = {
 }
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     """Base of every config model: unknown keys are errors (a typo must not be silently ignored)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ParameterSpec(_Strict):
+class ParameterSpec(StrictModel):
     """One PDF parameter: its name, true value (for closure tests) and uniform prior box [low, high]."""
 
     name: str
@@ -67,7 +68,7 @@ class ParameterSpec(_Strict):
         return self
 
 
-class ObservableSpec(_Strict):
+class ObservableSpec(StrictModel):
     """An observable as a non-negative linear combination of PDFs, e.g. sigma1 = 4 u + 1 d."""
 
     name: str
@@ -83,7 +84,7 @@ class ObservableSpec(_Strict):
         return value
 
 
-class DatasetSpec(_Strict):
+class DatasetSpec(StrictModel):
     """A dataset: the events of one observable in the sub-range [x_min, x_max]."""
 
     name: str
@@ -105,7 +106,7 @@ class DatasetSpec(_Strict):
         return self
 
 
-class QuadratureConfig(_Strict):
+class QuadratureConfig(StrictModel):
     """Quadrature and inversion settings (defaults give ~1e-13 relative integrals; see physics.quadrature).
 
     Panels are uniform in z = logit(x), which grades them geometrically towards both x = 0 and x = 1,
@@ -146,7 +147,7 @@ def _default_datasets() -> list[DatasetSpec]:
     ]
 
 
-class PhysicsConfig(_Strict):
+class PhysicsConfig(StrictModel):
     """The toy forward model: PDFs, parameters, observables, datasets and event-count cases.
 
     Parameters come in triples (N, a, b) per flavour, in the order of ``flavors``:
@@ -236,14 +237,14 @@ class PhysicsConfig(_Strict):
         return PhysicsConfig.model_validate({**self.model_dump(), "case": case})
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     """Pseudo-data settings for closure tests."""
 
     seed: int = Field(1, ge=0)
     n_bins: int = Field(10, ge=1, le=1000, description="log-x bins per dataset in the binned view")
 
 
-class PosteriorConfig(_Strict):
+class PosteriorConfig(StrictModel):
     """MCMC reference posterior (tensorflow-probability's numpy substrate).
 
     Random-walk Metropolis chains run in coordinates whitened by the Laplace covariance at the maximum-likelihood
@@ -261,7 +262,7 @@ class PosteriorConfig(_Strict):
     seed: int = Field(0, ge=0)
 
 
-class ReferenceConfig(_Strict):
+class ReferenceConfig(StrictModel):
     """Runcard of ``python -m physics.reference``: forward model, pseudo-data and reference posterior."""
 
     physics: PhysicsConfig = Field(default_factory=PhysicsConfig)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from physics.datasets import Experiment
 from physics.pseudodata import EventData
@@ -36,6 +37,7 @@ __all__ = [
     "MLEResult",
     "cramer_rao",
     "fisher_information",
+    "fit_bootstrap_mles",
     "fit_mle",
     "observed_information",
 ]
@@ -257,6 +259,33 @@ def fit_mle(
         at_edge=at_edge,
         n_evaluations=n_eval,
     )
+
+
+def fit_bootstrap_mles(
+    experiment: Experiment,
+    data: EventData,
+    weights: list[Tensor],
+    start: np.ndarray | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Exact maximum-likelihood estimate of every bootstrap replica (the value a replica fit should reach).
+
+    Args:
+        experiment: datasets with luminosities.
+        data: the measured events.
+        weights: per dataset, the replicas' event multiplicities [R, n_j] (e.g. ``poisson_replica_weights``).
+        start: a starting point added to the box centre (e.g. the MLE of the data; keeps the fits fast).
+        progress: show a progress bar.
+
+    Returns:
+        [R, D] estimates.
+    """
+    n_rep = int(weights[0].shape[0])
+    rows = []
+    for r in tqdm(range(n_rep), desc="bootstrap MLEs", disable=not progress, leave=False):
+        like = ExtendedLikelihood(experiment, data, weights=[w[r] for w in weights])
+        rows.append(fit_mle(like, n_starts=1, starts=None if start is None else np.asarray(start)[None]).theta)
+    return np.stack(rows)
 
 
 def _newton_polish(

@@ -147,35 +147,43 @@ def plot_corner(
 
 def plot_pdf_bands(
     theory: Theory,
-    samples: np.ndarray,
+    samples: np.ndarray | dict[str, np.ndarray],
     path: str | Path,
     truth: np.ndarray | None = None,
     x_range: tuple[float, float] = (0.1, 1.0),
     n_draws: int = 1000,
 ) -> Path:
-    """X f(x) of every flavour: the posterior median and 68 / 95 % bands, and the truth.
+    """X f(x) of every flavour: bands of parameter sets (posterior draws, replicas) and the truth.
 
     Args:
         theory: the PDFs.
-        samples: posterior draws [S, D].
+        samples: parameter sets [S, D] (median, 68 and 95 % bands), or label -> [S, D] to compare several
+            (mean and 68 % band each).
         path: output PNG.
         truth: true parameters.
         x_range: range of x.
-        n_draws: draws used for the bands (evenly thinned).
+        n_draws: draws used per set (evenly thinned).
 
     Returns:
         The path.
     """
     x = torch.tensor(np.geomspace(*x_range, 200)[:-1], dtype=torch.float64)
-    pick = samples[np.linspace(0, len(samples) - 1, min(n_draws, len(samples))).astype(int)]
-    theta = torch.tensor(pick, dtype=torch.float64)
+    single = not isinstance(samples, dict)
+    sets = {"": samples} if single else samples
+    colors = ["tab:blue", "tab:red", "tab:green", "tab:orange"]
     fig, axes = plt.subplots(1, len(theory.flavors), figsize=(4.2 * len(theory.flavors), 3.4))
     for ax, flavor in zip(np.atleast_1d(axes), theory.flavors):
-        values = (x * theory.pdf(theta, x, flavor)).numpy()
-        q = np.quantile(values, [0.025, 0.16, 0.5, 0.84, 0.975], axis=0)
-        ax.fill_between(x.numpy(), q[0], q[4], color="tab:blue", alpha=0.2, label="95 %")
-        ax.fill_between(x.numpy(), q[1], q[3], color="tab:blue", alpha=0.4, label="68 %")
-        ax.plot(x.numpy(), q[2], color="tab:blue", lw=1, label="median")
+        for k, (label, draws) in enumerate(sets.items()):
+            pick = draws[np.linspace(0, len(draws) - 1, min(n_draws, len(draws))).astype(int)]
+            values = (x * theory.pdf(torch.tensor(pick, dtype=torch.float64), x, flavor)).numpy()
+            q = np.quantile(values, [0.025, 0.16, 0.5, 0.84, 0.975], axis=0)
+            color = colors[k % len(colors)]
+            prefix = f"{label} " if label else ""
+            if single:
+                ax.fill_between(x.numpy(), q[0], q[4], color=color, alpha=0.2, label="95 %")
+            ax.fill_between(x.numpy(), q[1], q[3], color=color, alpha=0.4 if single else 0.3, label=f"{prefix}68 %")
+            centre = q[2] if single else values.mean(0)
+            ax.plot(x.numpy(), centre, color=color, lw=1, label="median" if single else None)
         if truth is not None:
             t = torch.tensor(np.atleast_2d(truth), dtype=torch.float64)
             ax.plot(x.numpy(), (x * theory.pdf(t, x, flavor))[0].numpy(), "k--", lw=1, label="truth")

@@ -33,7 +33,7 @@ from physics.posterior import laplace_approximation, sample_posterior
 from physics.pseudodata import EventData, generate_pseudodata, load_events, save_events
 from physics.runs import format_table, open_run_dir, write_json
 
-__all__ = ["crlb_table", "main", "run_reference"]
+__all__ = ["crlb_table", "load_or_generate", "main", "run_reference"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +65,12 @@ def crlb_table(config: ReferenceConfig) -> dict[str, dict[str, object]]:
     return out
 
 
-def _load_or_generate(experiment: Experiment, seed: int, directory: Path, overwrite: bool) -> tuple[EventData, bool]:
+def load_or_generate(experiment: Experiment, seed: int, directory: Path, overwrite: bool) -> tuple[EventData, bool]:
+    """Reuse the pseudo-data in ``directory`` if it has this case, seed and truth; else generate and save it.
+
+    Returns:
+        (data, reused). A different data set already there is an error unless ``overwrite``.
+    """
     if (directory / "meta.json").exists():
         data = load_events(directory, experiment)
         same = data.meta.get("case") == experiment.case and data.meta.get("seed") == seed
@@ -96,7 +101,7 @@ def run_reference(
     seed = config.data.seed
 
     # The data check comes first: a refused run must not overwrite the directory's config.yaml or run.log.
-    data, reused = _load_or_generate(experiment, seed, out / "data", overwrite)
+    data, reused = load_or_generate(experiment, seed, out / "data", overwrite)
     out, log, provenance = open_run_dir(out, config, "physics.reference")
     log.info("data %s: counts %s", "reused" if reused else "generated", data.counts)
     print(

@@ -7,6 +7,7 @@ from physics.likelihood import (
     ExtendedLikelihood,
     cramer_rao,
     fisher_information,
+    fit_bootstrap_mles,
     fit_mle,
     observed_information,
 )
@@ -107,3 +108,18 @@ def test_mle_is_a_maximum_inside_the_box(experiment_b, data_b):
     # At the MLE of the extended likelihood the fitted total count equals the observed one.
     nu = experiment_b.expected_counts(theta.detach()).sum().item()
     assert nu == pytest.approx(sum(data_b.counts), rel=1e-5)
+
+
+def test_bootstrap_mles_maximize_each_replicas_weighted_likelihood(experiment_b, data_b):
+    mle = fit_mle(ExtendedLikelihood(experiment_b, data_b), n_starts=2).theta
+    weights = poisson_replica_weights(data_b.counts, 1, seed=4)
+    ones = [torch.ones(1, n, dtype=torch.float64) for n in data_b.counts]
+    boot = fit_bootstrap_mles(experiment_b, data_b, [torch.cat([o, w]) for o, w in zip(ones, weights)], start=mle)
+    # Weights of one reproduce the data's MLE; a real replica moves it by about a standard error.
+    np.testing.assert_allclose(boot[0], mle, rtol=1e-6, atol=1e-8)
+    assert not np.allclose(boot[1], mle, atol=1e-3)
+    like = ExtendedLikelihood(experiment_b, data_b, weights=[w[0] for w in weights])
+    theta = torch.tensor(boot[1][None], requires_grad=True)
+    (grad,) = torch.autograd.grad(like(theta).sum(), theta)
+    info = observed_information(like, theta.detach())
+    assert torch.sqrt(grad[0] @ torch.linalg.solve(info, grad[0])).item() < 1e-5

@@ -1,0 +1,172 @@
+"""Validated runcards of the GAN inverse solver and of its closure test.
+
+Every field has a working default; ``configs/closure_gan.yaml`` lists them. Unknown keys and bad values raise
+``ValueError`` naming the file and the field (through :func:`physics.config.parse_config`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from physics.config import DataConfig, PhysicsConfig, PosteriorConfig, StrictModel
+
+__all__ = [
+    "ACTIVATIONS",
+    "ClosureConfig",
+    "DiscriminatorConfig",
+    "GANConfig",
+    "GeneratorConfig",
+    "LossConfig",
+    "OptimizerConfig",
+    "ReportConfig",
+    "SchedulerConfig",
+    "TrainingConfig",
+]
+
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh")
+Activation = Literal["relu", "leaky_relu", "elu", "gelu", "silu", "tanh"]
+
+
+class GeneratorConfig(StrictModel):
+    """Generator: noise -> parameters in the prior box through a rescaled sigmoid.
+
+    ``kind: point`` is a point mass per replica (a learned pre-sigmoid vector, the noise is unused): the
+    replicas, not the generator's noise, carry the uncertainty (DESIGN.md section 3). ``kind: mlp`` maps
+    ``noise_dim`` noise variables through an MLP, as in the collaboration's demo.
+    """
+
+    kind: Literal["point", "mlp"] = "point"
+    noise_dim: int = Field(4, ge=1, le=4096)
+    noise: Literal["normal", "uniform"] = "normal"
+    depth: int = Field(2, ge=0, le=32, description="hidden layers of the MLP")
+    width: int = Field(32, ge=1, le=8192)
+    activation: Activation = "silu"
+    init_spread: float = Field(
+        0.5, ge=0.0, le=5.0, description="sd of the initial pre-sigmoid outputs across replicas (0: box centre)"
+    )
+
+
+class DiscriminatorConfig(StrictModel):
+    """Discriminators on events: one per dataset or a single one (told the dataset by a one-hot input).
+
+    Features are the standardized (log x, log(1 - x)) of each event, in which the log density ratio of two
+    members of the PDF family is linear (DESIGN.md section 3); ``features: x`` gives the raw x instead.
+    ``set_size > 1`` shows the discriminator the sorted x of that many events of one parameter set at once.
+    """
+
+    mode: Literal["per_dataset", "single"] = "per_dataset"
+    depth: int = Field(2, ge=0, le=32)
+    width: int = Field(16, ge=1, le=8192)
+    activation: Activation = "silu"
+    features: Literal["log", "x"] = "log"
+    set_size: int = Field(1, ge=1, le=1024)
+
+
+class LossConfig(StrictModel):
+    """Adversarial loss and the Poisson rate term.
+
+    Kinds: ``density_ratio`` (generator minimizes -N_j E_theta[exp(logit D)], whose gradient is the per-event
+    log-likelihood gradient), ``bce`` (non-saturating, weight 2 N_j), ``minimax`` (weight 2 N_j), ``lsgan``
+    (least squares with targets 0/1, weight 4 N_j) and ``wgan_gp`` (critic with gradient penalty, weight N_j).
+    The weights make each loss's generator gradient equal the extended likelihood's at the optimal
+    discriminator (to first order in the density-ratio error). ``rate`` adds the exact Poisson term of the
+    datasets' event counts, which alone fixes the normalisations.
+    """
+
+    kind: Literal["density_ratio", "bce", "minimax", "lsgan", "wgan_gp"] = "density_ratio"
+    rate: bool = True
+    gp_weight: float = Field(10.0, ge=0.0, description="gradient-penalty weight of wgan_gp")
+    logit_clip: float = Field(15.0, gt=0.0, description="|logit D| cap in exp(logit D) (density_ratio)")
+
+
+class OptimizerConfig(StrictModel):
+    """A torch optimizer by name with its learning rate."""
+
+    name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    lr: float = Field(1e-2, gt=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _check_betas(self) -> OptimizerConfig:
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas: each must be in [0, 1), got {self.betas}")
+        return self
+
+
+class SchedulerConfig(StrictModel):
+    """Learning-rate schedule applied to both optimizers, stepped once per training step.
+
+    ``cosine`` decays to ``min_lr_ratio`` of the rate over the run; ``exponential`` multiplies by ``gamma``
+    each step; ``step`` by ``gamma`` every ``step_size`` steps. ``warmup_steps`` ramps the rate up linearly first.
+    """
+
+    kind: Literal["none", "cosine", "exponential", "step"] = "cosine"
+    min_lr_ratio: float = Field(0.05, ge=0.0, le=1.0)
+    gamma: float = Field(0.999, gt=0.0, le=1.0)
+    step_size: int = Field(100, ge=1)
+    warmup_steps: int = Field(0, ge=0)
+
+
+class TrainingConfig(StrictModel):
+    """How long and on what the GAN trains."""
+
+    replicas: int = Field(50, ge=1, le=100_000, description="Poisson-bootstrap replicas trained together")
+    steps: int = Field(1000, ge=1)
+    d_steps: int = Field(1, ge=1, le=100, description="discriminator updates per generator update")
+    params_per_step: int = Field(1, ge=1, description="parameter sets drawn per replica and step")
+    events_per_param: int = Field(4096, ge=1, description="events per parameter set and dataset")
+    data_batch: int | None = Field(
+        None, ge=1, description="data events per dataset and replica per step (None: all, bootstrap-weighted)"
+    )
+    replica_chunk: int = Field(0, ge=0, description="replicas per forward/backward pass (0: all at once)")
+    polyak: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of the last steps averaged into the estimate")
+    dtype: Literal["float32", "float64"] = "float32"
+    seed: int = Field(0, ge=0, description="seeds initialization, noise and the replicas' Poisson weights")
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    checkpoint_every: int = Field(100, ge=1)
+    log_every: int = Field(10, ge=1)
+    progress: bool = True
+
+
+class GANConfig(StrictModel):
+    """The GAN inverse solver: models, losses, optimizers and training."""
+
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    discriminator: DiscriminatorConfig = Field(default_factory=DiscriminatorConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optimizer_g: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(lr=2e-2, betas=(0.5, 0.9)))
+    optimizer_d: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(lr=1e-2, betas=(0.5, 0.9)))
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    @model_validator(mode="after")
+    def _check_sets(self) -> GANConfig:
+        k = self.discriminator.set_size
+        if self.training.events_per_param % k:
+            raise ValueError(
+                f"training.events_per_param ({self.training.events_per_param}) must be a multiple of "
+                f"discriminator.set_size ({k})"
+            )
+        return self
+
+
+class ReportConfig(StrictModel):
+    """What the closure test computes beyond the fit."""
+
+    bootstrap_mles: bool = Field(
+        True, description="fit the exact MLE of every replica's bootstrap weights (about 1 s per replica)"
+    )
+
+
+class ClosureConfig(StrictModel):
+    """Runcard of ``python -m inverse.closure``: forward model, pseudo-data, reference posterior and the GAN."""
+
+    physics: PhysicsConfig = Field(default_factory=PhysicsConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    posterior: PosteriorConfig = Field(default_factory=PosteriorConfig)
+    gan: GANConfig = Field(default_factory=GANConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)

@@ -1,0 +1,276 @@
+"""The GAN inverse solver: R bootstrap replicas of a parameter generator against per-dataset discriminators.
+
+Each replica r fits its own Poisson-bootstrap copy of the data (weights k ~ Poisson(1) per event, DESIGN.md
+section 6): its generator proposes parameters, the event sampler (exact inverse CDF or a surrogate, through the
+``physics.EventSampler`` interface) turns them into events, and its discriminators compare those with the
+replica's data. The spread of the replicas' estimates is the uncertainty. All replicas live in one model
+(``inverse.stacked``) and are evaluated in chunks of ``training.replica_chunk``.
+
+References:
+    Kaji, Manresa & Pouliot, arXiv:2007.06169 (adversarial estimation); NNPDF, arXiv:2109.02653 (replicas).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from inverse.config import GANConfig
+from inverse.losses import GENERATOR_WEIGHT, discriminator_loss, generator_loss, gradient_penalty, rate_loss
+from inverse.models import EventDiscriminators, ParameterGenerator, event_features
+from inverse.stacked import replica_generator
+from physics.datasets import Experiment
+from physics.pseudodata import EventData, poisson_replica_weights
+from physics.sampling import EventSampler
+
+__all__ = ["InverseGAN"]
+
+
+class InverseGAN(nn.Module):
+    """Generator, discriminators, data and bootstrap weights of R replicas, and their losses.
+
+    Args:
+        config: the GAN settings.
+        experiment: datasets, luminosities and theory (for the rate term).
+        data: the measured events, one array per dataset in the experiment's order.
+        sampler: event sampler (default: the experiment's exact inverse-CDF sampler).
+        replicas: which replica indices to hold (default ``range(config.training.replicas)``); replica r has the
+            same seeds, weights and initialization whatever the others are.
+
+    Raises:
+        ValueError: datasets do not match, a dataset has no events, or replica indices are invalid.
+    """
+
+    def __init__(
+        self,
+        config: GANConfig,
+        experiment: Experiment,
+        data: EventData,
+        sampler: EventSampler | None = None,
+        replicas: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.experiment = experiment
+        t = config.training
+        self.sampler = sampler if sampler is not None else experiment.sampler()
+        if list(self.sampler.dataset_names) != experiment.names:
+            raise ValueError(f"sampler datasets {self.sampler.dataset_names} differ from {experiment.names}")
+        if list(data.names) != experiment.names:
+            raise ValueError(f"data datasets {data.names} differ from the experiment's {experiment.names}")
+        empty = [n for n, c in zip(data.names, data.counts) if c == 0]
+        if empty:
+            raise ValueError(f"datasets {empty} have zero events: nothing to fit (check the case's event counts)")
+        ids = list(range(t.replicas)) if replicas is None else [int(r) for r in replicas]
+        if not ids or min(ids) < 0 or len(set(ids)) != len(ids):
+            raise ValueError(f"replicas must be distinct non-negative indices, got {ids}")
+        self.replica_ids = ids
+        n_params = experiment.theory.n_params
+        self.n_datasets = len(data.names)
+
+        weights = poisson_replica_weights(data.counts, max(ids) + 1, seed=t.seed)
+        index = torch.tensor(ids)
+        mean, std = [], []
+        for j, x in enumerate(data.events):
+            xt = torch.as_tensor(x, dtype=torch.float64)
+            self.register_buffer(f"data_{j}", xt, persistent=False)
+            self.register_buffer(f"weights_{j}", weights[j][index], persistent=False)
+            feats = event_features(xt, config.discriminator.features)
+            mean.append(feats.mean(0))
+            std.append(feats.std(0).clamp_min(1e-6) if len(xt) > 1 else torch.ones_like(feats[0]))
+        self.register_buffer("observed", torch.stack([w[index].sum(-1) for w in weights], -1), persistent=False)
+
+        theory = experiment.theory
+        self.generator = ParameterGenerator(config.generator, theory.low, theory.high, ids, t.seed)
+        self.discriminators = EventDiscriminators(
+            config.discriminator, torch.stack(mean), torch.stack(std), ids, t.seed
+        )
+        self.register_buffer("step_count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("theta_history", torch.zeros(t.steps, len(ids), n_params))
+        self.register_buffer("loss_history", torch.zeros(t.steps, len(ids), 2))
+        self._rngs: list[torch.Generator] | None = None
+        self._pending_rng: list[Tensor] | None = None
+        self.to(getattr(torch, t.dtype))
+
+    # -- bookkeeping ----------------------------------------------------------------------------------------
+    @property
+    def n_replicas(self) -> int:
+        """R."""
+        return len(self.replica_ids)
+
+    @property
+    def parameter_names(self) -> list[str]:
+        """Names of the fitted parameters."""
+        return self.experiment.theory.parameter_names
+
+    def chunks(self) -> list[slice]:
+        """Replica slices evaluated in one pass each."""
+        size = self.config.training.replica_chunk or self.n_replicas
+        return [slice(a, min(a + size, self.n_replicas)) for a in range(0, self.n_replicas, size)]
+
+    def data(self, j: int) -> Tensor:
+        """Events of dataset j, [N_j]."""
+        return getattr(self, f"data_{j}")
+
+    def weights(self, j: int) -> Tensor:
+        """Bootstrap multiplicities of dataset j's events per replica, [R, N_j]."""
+        return getattr(self, f"weights_{j}")
+
+    def rngs(self) -> list[torch.Generator]:
+        """One random generator per replica, on the model's device (created on first use)."""
+        device = self.generator.offset.device
+        if self._rngs is None or self._rngs[0].device != device:
+            seed = self.config.training.seed
+            self._rngs = [replica_generator(seed, r, "train", device) for r in self.replica_ids]
+            if self._pending_rng is not None:
+                for g, state in zip(self._rngs, self._pending_rng):
+                    g.set_state(state)
+                self._pending_rng = None
+        return self._rngs
+
+    def rng_state(self) -> list[Tensor]:
+        """States of the replicas' generators (for checkpoints)."""
+        return [g.get_state() for g in self.rngs()]
+
+    def set_rng_state(self, states: list[Tensor]) -> None:
+        """Restore the replicas' generators (applied when they are next used)."""
+        if len(states) != self.n_replicas:
+            raise ValueError(f"checkpoint holds {len(states)} replica generators, the model has {self.n_replicas}")
+        self._rngs = None
+        self._pending_rng = [s.cpu() for s in states]
+
+    # -- simulation -----------------------------------------------------------------------------------------
+    def _draw(self, replicas: slice) -> tuple[Tensor, list[Tensor]]:
+        """Generator noise [r, B, noise_dim] and sampler uniforms [r, B, n] per dataset, replica by replica."""
+        t = self.config.training
+        like = self.generator.offset
+        noise, uniforms = [], [[] for _ in range(self.n_datasets)]
+        for g in self.rngs()[replicas]:
+            noise.append(self.generator.draw_noise(t.params_per_step, g))
+            for j in range(self.n_datasets):
+                u = torch.rand(t.params_per_step, t.events_per_param, generator=g, dtype=like.dtype, device=like.device)
+                uniforms[j].append(u)
+        return torch.stack(noise), [torch.stack(u) for u in uniforms]
+
+    def simulate(self, theta: Tensor, uniforms: list[Tensor]) -> list[Tensor]:
+        """Events [r, B, n] of every dataset for parameters [r, B, D], from the sampler's base uniforms."""
+        r, b, d = theta.shape
+        flat = theta.reshape(r * b, d)
+        n = uniforms[0].shape[-1]
+        return [
+            self.sampler.sample(flat, n, j, noise=u.reshape(r * b, n)).reshape(r, b, n) for j, u in enumerate(uniforms)
+        ]
+
+    @torch.no_grad()
+    def simulate_detached(self, replicas: slice) -> list[Tensor]:
+        """Fresh generated events (no gradient) for extra discriminator updates."""
+        noise, uniforms = self._draw(replicas)
+        return self.simulate(self.generator(noise, replicas), uniforms)
+
+    def _generated_sets(self, events: Tensor) -> Tensor:
+        """[r, B, n] events -> [r, B n / k, k] sorted sets of one parameter set's events."""
+        k = self.config.discriminator.set_size
+        r, b, n = events.shape
+        sets = events.reshape(r, b * (n // k), k)
+        return sets.sort(-1).values if k > 1 else sets
+
+    def _sampled_data_sets(self, j: int, replicas: slice, n_sets: int) -> Tensor:
+        """n_sets sorted sets of the replica's data drawn with its bootstrap weights, [r, n_sets, k]."""
+        k = self.config.discriminator.set_size
+        x, w = self.data(j), self.weights(j)[replicas]
+        idx = torch.stack(
+            [
+                torch.multinomial(wr, n_sets * k, replacement=True, generator=g)
+                for wr, g in zip(w, self.rngs()[replicas])
+            ]
+        )
+        sets = x[idx].reshape(-1, n_sets, k)
+        return sets.sort(-1).values if k > 1 else sets
+
+    def _data_sets(self, j: int, replicas: slice) -> tuple[Tensor, Tensor | None]:
+        """Data sets the discriminator sees this step and their normalized weights (None: equal)."""
+        t, k = self.config.training, self.config.discriminator.set_size
+        if k == 1 and t.data_batch is None:
+            x, w = self.data(j), self.weights(j)[replicas]
+            return x.view(1, -1, 1).expand(w.shape[0], -1, -1), w / w.sum(-1, keepdim=True)
+        n_sets = t.data_batch or max(1, len(self.data(j)) // k)
+        return self._sampled_data_sets(j, replicas, n_sets), None
+
+    # -- losses ---------------------------------------------------------------------------------------------
+    def generator_loss(self, replicas: slice) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Generator objective per replica on fresh events.
+
+        Returns:
+            (losses [r], parameters used [r, B, D] (detached), generated events [r, B, n] per dataset (detached)).
+        """
+        loss_cfg = self.config.loss
+        k = self.config.discriminator.set_size
+        noise, uniforms = self._draw(replicas)
+        theta = self.generator(noise, replicas)
+        events = self.simulate(theta, uniforms)
+        observed = self.observed[replicas]
+        weight = GENERATOR_WEIGHT[loss_cfg.kind] / k
+        total = theta.new_zeros(theta.shape[0])
+        for j, x in enumerate(events):
+            out = self.discriminators(self._generated_sets(x), j, replicas)
+            total = total + weight * observed[:, j] * generator_loss(loss_cfg.kind, out, loss_cfg.logit_clip)
+        if loss_cfg.rate:
+            r, b, d = theta.shape
+            expected = self.experiment.expected_counts(theta.reshape(r * b, d)).reshape(r, b, -1)
+            total = total + rate_loss(expected, observed)
+        return total, theta.detach(), [x.detach() for x in events]
+
+    def discriminator_loss(self, events: list[Tensor], replicas: slice) -> Tensor:
+        """Discriminator objective per replica, [r], on generated events [r, B, n] per dataset."""
+        loss_cfg = self.config.loss
+        total = events[0].new_zeros(events[0].shape[0])
+        for j, x in enumerate(events):
+            fake_sets = self._generated_sets(x)
+            fake = self.discriminators(fake_sets, j, replicas)
+            real_sets, real_weights = self._data_sets(j, replicas)
+            real = self.discriminators(real_sets, j, replicas)
+            total = total + discriminator_loss(loss_cfg.kind, real, fake, real_weights)
+            if loss_cfg.kind == "wgan_gp" and loss_cfg.gp_weight > 0:
+                real_gp = self._sampled_data_sets(j, replicas, fake_sets.shape[1])
+                mix = torch.stack(
+                    [
+                        torch.rand(fake_sets.shape[1], 1, generator=g, dtype=x.dtype, device=x.device)
+                        for g in self.rngs()[replicas]
+                    ]
+                )
+                critic = lambda s, j=j: self.discriminators(s, j, replicas)  # noqa: E731
+                total = total + loss_cfg.gp_weight * gradient_penalty(critic, real_gp, fake_sets, mix)
+        return total
+
+    # -- results --------------------------------------------------------------------------------------------
+    def record(self, theta: Tensor, g_loss: Tensor, d_loss: Tensor) -> None:
+        """Store this step's parameters (mean over the B sets) and losses, and advance the step counter."""
+        s = int(self.step_count)
+        if s < self.theta_history.shape[0]:
+            self.theta_history[s] = theta.mean(1).to(self.theta_history.dtype)
+            self.loss_history[s, :, 0] = g_loss.to(self.loss_history.dtype)
+            self.loss_history[s, :, 1] = d_loss.to(self.loss_history.dtype)
+        self.step_count += 1
+
+    @torch.no_grad()
+    def current_theta(self, n_draws: int = 4096, seed: int = 0) -> Tensor:
+        """Mean generated parameters per replica now, [R, D] (exact for a point-mass generator)."""
+        if self.generator.noise_dim == 0:
+            noise = self.generator.offset.new_zeros(self.n_replicas, 1, 0)
+        else:
+            g = torch.Generator(device=self.generator.offset.device).manual_seed(seed)
+            noise = torch.stack([self.generator.draw_noise(n_draws, g) for _ in range(self.n_replicas)])
+        return self.generator(noise).mean(1)
+
+    def estimates(self) -> Tensor:
+        """Each replica's estimate, [R, D]: the mean over the last ``training.polyak`` fraction of steps.
+
+        Polyak-Ruppert averaging removes the step-to-step noise of stochastic updates (Polyak & Juditsky 1992).
+        """
+        s = min(int(self.step_count), self.theta_history.shape[0])
+        n_avg = int(s * self.config.training.polyak)
+        if n_avg < 1:
+            return self.current_theta()
+        return self.theta_history[s - n_avg : s].mean(0)

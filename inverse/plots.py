@@ -1,0 +1,115 @@
+"""Plots of a GAN closure: replicas against the MCMC posterior, training curves (PDF bands: ``physics.plots``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+__all__ = ["plot_replica_histograms", "plot_training"]
+
+
+def plot_replica_histograms(
+    estimates: np.ndarray,
+    posterior: np.ndarray,
+    names: list[str],
+    path: str | Path,
+    truth: np.ndarray | None = None,
+    bootstrap_mles: np.ndarray | None = None,
+) -> Path:
+    """Per parameter: histogram of the replicas' estimates over the MCMC posterior density.
+
+    Args:
+        estimates: replica estimates [R, D].
+        posterior: posterior draws [S, D].
+        names: parameter names.
+        path: output PNG.
+        truth: true parameters (dashed line).
+        bootstrap_mles: the exact bootstrap MLEs of the same replicas [R, D] (ticks under the axis).
+
+    Returns:
+        The path.
+    """
+    n = len(names)
+    cols = min(3, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows))
+    for i, ax in enumerate(np.atleast_1d(axes).ravel()):
+        if i >= n:
+            ax.axis("off")
+            continue
+        lo = min(posterior[:, i].min(), estimates[:, i].min())
+        hi = max(posterior[:, i].max(), estimates[:, i].max())
+        bins = np.linspace(lo, hi, 40)
+        ax.hist(posterior[:, i], bins=bins, density=True, color="tab:blue", alpha=0.35, label="MCMC posterior")
+        ax.hist(
+            estimates[:, i],
+            bins=np.linspace(lo, hi, int(np.clip(2 * np.sqrt(len(estimates)), 5, 40))),
+            density=True,
+            histtype="step",
+            color="tab:red",
+            lw=1.5,
+            label=f"GAN replicas ({len(estimates)})",
+        )
+        if bootstrap_mles is not None:
+            ax.plot(bootstrap_mles[:, i], np.zeros(len(bootstrap_mles)), "|", color="k", ms=10, label="bootstrap MLEs")
+        if truth is not None:
+            ax.axvline(truth[i], color="k", ls="--", lw=1, label="truth")
+        ax.set_xlabel(names[i])
+        ax.set_yticks([])
+        if i == 0:
+            ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_training(
+    theta_history: np.ndarray,
+    loss_history: np.ndarray,
+    names: list[str],
+    path: str | Path,
+    reference: np.ndarray,
+    scale: np.ndarray,
+) -> Path:
+    """Training curves: every parameter's replica mean and band in units of ``scale`` from ``reference``, losses.
+
+    Args:
+        theta_history: parameters per step and replica [S, R, D].
+        loss_history: generator and discriminator losses per step and replica [S, R, 2].
+        names: parameter names.
+        path: output PNG.
+        reference: the value the fit should reach (the MLE), [D].
+        scale: units (posterior sd), [D].
+
+    Returns:
+        The path.
+    """
+    steps = np.arange(1, len(theta_history) + 1)
+    dev = (theta_history - reference) / scale
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    for i, name in enumerate(names):
+        line = axes[0].plot(steps, dev[:, :, i].mean(1), lw=1, label=name)[0]
+        lo, hi = np.quantile(dev[:, :, i], [0.16, 0.84], axis=1)
+        axes[0].fill_between(steps, lo, hi, color=line.get_color(), alpha=0.15)
+    axes[0].axhline(0, color="k", lw=0.8)
+    axes[0].set_ylim(-4, 4)
+    axes[0].set_ylabel("(theta - MLE) / posterior sd")
+    axes[0].legend(fontsize=7, ncol=2)
+    axes[0].set_title("replica mean and 68 % band", fontsize=9)
+    for k, (ax, label) in enumerate(zip(axes[1:], ("generator loss", "discriminator loss"))):
+        ax.plot(steps, loss_history[:, :, k].mean(1), lw=1)
+        ax.set_ylabel(label + " (replica mean)")
+        if k == 0:
+            ax.set_yscale("symlog")
+    for ax in axes:
+        ax.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

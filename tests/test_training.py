@@ -1,0 +1,84 @@
+"""Lightning training: an interrupted run resumed from its checkpoint equals an uninterrupted one; a NaN stops
+training with the step number while the last checkpoint survives; schedules."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from inverse.config import GANConfig, SchedulerConfig
+from inverse.gan import InverseGAN
+from inverse.training import NonFiniteLossError, fit_gan, schedule
+from physics.sampling import EventSampler
+
+
+def config(steps: int = 6) -> GANConfig:
+    return GANConfig.model_validate(
+        {
+            "discriminator": {"depth": 1, "width": 8},
+            "training": {
+                "replicas": 2,
+                "steps": steps,
+                "events_per_param": 64,
+                "checkpoint_every": 3,
+                "progress": False,
+                "dtype": "float64",
+            },
+        }
+    )
+
+
+class _Interrupt(L.Callback):
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        if int(pl_module.model.step_count) == self.at:
+            raise RuntimeError("simulated crash")
+
+
+def test_resume_continues_the_same_run(experiment_b, data_b, tmp_path):
+    straight = InverseGAN(config(), experiment_b, data_b)
+    fit_gan(straight, tmp_path / "a")
+    crashed = InverseGAN(config(), experiment_b, data_b)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit_gan(crashed, tmp_path / "b", callbacks=[_Interrupt(4)])
+    assert (tmp_path / "b" / "checkpoints" / "last.ckpt").is_file()
+    resumed = InverseGAN(config(), experiment_b, data_b)
+    module = fit_gan(resumed, tmp_path / "b", resume=True)
+    assert len(module.step_seconds) == 3  # steps 4, 5, 6 only
+    assert torch.allclose(resumed.theta_history, straight.theta_history, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(resumed.loss_history, straight.loss_history, rtol=1e-10, atol=1e-10)
+
+
+class _BrokenSampler(EventSampler):
+    """The exact sampler until ``after`` calls, then NaN events (a theory code that breaks mid-run)."""
+
+    def __init__(self, inner: EventSampler, after: int) -> None:
+        super().__init__()
+        self.inner, self.after, self.calls = inner, after, 0
+        self.dataset_names = inner.dataset_names
+
+    def sample(self, theta, n, dataset, *, generator=None, noise=None):
+        self.calls += 1
+        x = self.inner.sample(theta, n, dataset, generator=generator, noise=noise)
+        return x * float("nan") if self.calls > self.after else x
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_checkpoint(experiment_b, data_b, tmp_path):
+    broken = _BrokenSampler(experiment_b.sampler(), after=4 * 4)  # 4 datasets per step: breaks in step 5
+    model = InverseGAN(config(), experiment_b, data_b, sampler=broken)
+    with pytest.raises(NonFiniteLossError, match=r"generator loss is not finite at step 5 .*last finite mean losses"):
+        fit_gan(model, tmp_path)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert int(ckpt["state_dict"]["model.step_count"]) == 3
+
+
+def test_schedules():
+    cos = schedule(SchedulerConfig(kind="cosine", min_lr_ratio=0.1), steps=11)
+    assert cos(0) == pytest.approx(1.0) and cos(10) == pytest.approx(0.1) and cos(5) == pytest.approx(0.55)
+    warm = schedule(SchedulerConfig(kind="none", warmup_steps=4), steps=10)
+    assert [warm(s) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    step = schedule(SchedulerConfig(kind="step", gamma=0.5, step_size=3), steps=10)
+    assert [step(s) for s in (0, 2, 3, 7)] == [1.0, 1.0, 0.5, 0.25]
