@@ -149,6 +149,8 @@ class GANModule(L.LightningModule):
         self.log_dict(
             {"g_loss": g_loss.mean(), "d_loss": d_loss.mean()}, prog_bar=True, on_step=True, batch_size=m.n_replicas
         )
+        # Lightning counts every optimizer call as a step; a metric named "step" makes the logs count GAN steps.
+        self.log("step", float(m.step_count), on_step=True, batch_size=m.n_replicas)
         self.step_seconds.append(time.perf_counter() - start)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
