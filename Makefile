@@ -25,7 +25,7 @@ closure: $(STAMP)  ## main job: GAN closure test on case-B pseudo-data against t
 reference: $(STAMP)  ## the statistical reference alone: Cramér–Rao table, MLE, MCMC posterior
 	$(PY) -m physics.reference --config configs/reference.yaml --out runs/reference
 
-test: $(STAMP)  ## fast tests (~1 minute on 2 cores)
+test: $(STAMP)  ## fast tests (~40 s on 2 cores)
 	$(PY) -m pytest -m "$(NOT_SLOW)"
 
 test-slow: $(STAMP)  ## slow statistical checks (and later mpi / slurm ones)

@@ -82,13 +82,21 @@ class LossConfig(StrictModel):
 
 
 class OptimizerConfig(StrictModel):
-    """A torch optimizer by name with its learning rate."""
+    """A torch optimizer by name with its learning rate.
 
-    name: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    ``natural`` (generator only, ``generator.kind: point``) preconditions each replica's gradient with the expected
+    Fisher matrix of the extended likelihood (``inverse.natural``); ``damping``, ``max_step`` and
+    ``metric_every`` belong to it.
+    """
+
+    name: Literal["adam", "adamw", "sgd", "rmsprop", "natural"] = "adam"
     lr: float = Field(1e-2, gt=0.0)
     betas: tuple[float, float] = (0.9, 0.999)
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
+    damping: float = Field(1e-3, ge=0.0, description="natural: damping relative to the mean Fisher diagonal")
+    max_step: float = Field(1.0, gt=0.0, description="natural: cap of the Mahalanobis step length (posterior sd)")
+    metric_every: int = Field(10, ge=1, description="natural: steps between Fisher recomputations")
 
     @model_validator(mode="after")
     def _check_betas(self) -> OptimizerConfig:
@@ -145,6 +153,10 @@ class GANConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_sets(self) -> GANConfig:
+        if self.optimizer_d.name == "natural":
+            raise ValueError("optimizer_d.name: natural applies to the generator only")
+        if self.optimizer_g.name == "natural" and self.generator.kind != "point":
+            raise ValueError("optimizer_g.name: natural needs generator.kind: point (a Fisher step per replica)")
         k = self.discriminator.set_size
         if self.training.events_per_param % k:
             raise ValueError(

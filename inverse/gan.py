@@ -22,6 +22,7 @@ from inverse.losses import GENERATOR_WEIGHT, discriminator_loss, generator_loss,
 from inverse.models import EventDiscriminators, ParameterGenerator, event_features
 from inverse.stacked import replica_generator
 from physics.datasets import Experiment
+from physics.likelihood import fisher_information
 from physics.pseudodata import EventData, poisson_replica_weights
 from physics.sampling import EventSampler
 
@@ -243,6 +244,20 @@ class InverseGAN(nn.Module):
                 critic = lambda s, j=j: self.discriminators(s, j, replicas)  # noqa: E731
                 total = total + loss_cfg.gp_weight * gradient_penalty(critic, real_gp, fake_sets, mix)
         return total
+
+    def natural_metric(self) -> Tensor:
+        """Each replica's expected Fisher matrix in the generator's pre-sigmoid coordinates phi, [R, D, D].
+
+        I_phi = J I(theta) J with J = d theta / d phi (point generator), for ``inverse.natural``.
+        """
+        phi = self.generator.offset.detach()[:, 0, :]
+        s = torch.sigmoid(phi)
+        width = self.generator.high - self.generator.low
+        theta = (self.generator.low + width * s).double()
+        with torch.enable_grad():
+            info = fisher_information(self.experiment, theta).to(phi.dtype)
+        jac = width * s * (1 - s)
+        return jac[:, :, None] * info * jac[:, None, :]
 
     # -- results --------------------------------------------------------------------------------------------
     def record(self, theta: Tensor, g_loss: Tensor, d_loss: Tensor) -> None:

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from inverse.config import OptimizerConfig, SchedulerConfig
 from inverse.gan import InverseGAN
+from inverse.natural import NaturalGradient
 
 __all__ = ["GANModule", "NonFiniteLossError", "StepCheckpoint", "fit_gan", "make_optimizer", "schedule"]
 
@@ -36,7 +37,9 @@ class NonFiniteLossError(RuntimeError):
 
 
 def make_optimizer(config: OptimizerConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """The torch optimizer described by ``config``."""
+    """The torch optimizer described by ``config`` (``natural`` is built by :class:`GANModule`)."""
+    if config.name == "natural":
+        raise ValueError("the natural-gradient optimizer needs the model's Fisher metric; GANModule builds it")
     params = list(params)
     if config.name == "adam":
         return torch.optim.Adam(params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
@@ -90,7 +93,18 @@ class GANModule(L.LightningModule):
     def configure_optimizers(self) -> Any:
         """Adam (or the configured optimizer) for each player, with the configured schedule."""
         cfg = self.model.config
-        opt_g = make_optimizer(cfg.optimizer_g, self.model.generator.parameters())
+        if cfg.optimizer_g.name == "natural":
+            o = cfg.optimizer_g
+            opt_g = NaturalGradient(
+                [self.model.generator.offset],
+                self.model.natural_metric,
+                lr=o.lr,
+                damping=o.damping,
+                max_step=o.max_step,
+                metric_every=o.metric_every,
+            )
+        else:
+            opt_g = make_optimizer(cfg.optimizer_g, self.model.generator.parameters())
         opt_d = make_optimizer(cfg.optimizer_d, self.model.discriminators.parameters())
         factor = schedule(cfg.scheduler, cfg.training.steps)
         schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (opt_g, opt_d)]

@@ -82,3 +82,30 @@ def test_schedules():
     assert [warm(s) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
     step = schedule(SchedulerConfig(kind="step", gamma=0.5, step_size=3), steps=10)
     assert [step(s) for s in (0, 2, 3, 7)] == [1.0, 1.0, 0.5, 0.25]
+
+
+def test_natural_gradient_reaches_each_replicas_bootstrap_mle(experiment_b, data_b):
+    import numpy as np
+
+    from physics.likelihood import cramer_rao, fisher_information, fit_bootstrap_mles
+    from physics.pseudodata import poisson_replica_weights
+
+    cfg = GANConfig.model_validate(
+        {
+            "optimizer_g": {"name": "natural", "lr": 0.2},
+            "training": {"replicas": 2, "steps": 200, "progress": False, "seed": 3},
+        }
+    )
+    model = InverseGAN(cfg, experiment_b, data_b)
+    fit_gan(model)
+    boot = fit_bootstrap_mles(experiment_b, data_b, poisson_replica_weights(data_b.counts, 2, seed=3))
+    sd = cramer_rao(fisher_information(experiment_b, torch.tensor(boot)))[0].numpy()
+    # Within a fraction of the statistical error of the answer each replica should reach.
+    assert np.all(np.abs(model.estimates().double().numpy() - boot) / sd < 0.3)
+
+
+def test_natural_gradient_config_errors():
+    with pytest.raises(ValueError, match=r"generator\.kind: point"):
+        GANConfig.model_validate({"optimizer_g": {"name": "natural"}, "generator": {"kind": "mlp"}})
+    with pytest.raises(ValueError, match="generator only"):
+        GANConfig.model_validate({"optimizer_d": {"name": "natural"}})
