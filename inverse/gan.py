@@ -101,11 +101,6 @@ class InverseGAN(nn.Module):
         """R."""
         return len(self.replica_ids)
 
-    @property
-    def parameter_names(self) -> list[str]:
-        """Names of the fitted parameters."""
-        return self.experiment.theory.parameter_names
-
     def chunks(self) -> list[slice]:
         """Replica slices evaluated in one pass each."""
         size = self.config.training.replica_chunk or self.n_replicas
@@ -251,12 +246,11 @@ class InverseGAN(nn.Module):
         I_phi = J I(theta) J with J = d theta / d phi (point generator), for ``inverse.natural``.
         """
         phi = self.generator.offset.detach()[:, 0, :]
-        s = torch.sigmoid(phi)
-        width = self.generator.high - self.generator.low
-        theta = (self.generator.low + width * s).double()
+        theta = self.generator.to_box(phi).double()
         with torch.enable_grad():
             info = fisher_information(self.experiment, theta).to(phi.dtype)
-        jac = width * s * (1 - s)
+        s = torch.sigmoid(phi)
+        jac = (self.generator.high - self.generator.low) * s * (1 - s)
         return jac[:, :, None] * info * jac[:, None, :]
 
     # -- results --------------------------------------------------------------------------------------------

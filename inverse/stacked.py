@@ -107,11 +107,6 @@ class StackedMLP(nn.Module):
         )
         self.act = activation(activation_name)
 
-    @property
-    def n_replicas(self) -> int:
-        """R."""
-        return self.layers[0].weight.shape[0]
-
     def forward(self, x: Tensor, replicas: slice = slice(None)) -> Tensor:
         """Evaluate on x [r, N, in] for the replicas in ``replicas``; returns [r, N, out]."""
         for i, layer in enumerate(self.layers):
