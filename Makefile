@@ -9,7 +9,7 @@ OUT ?= runs/closure
 ARGS ?= --resume
 NOT_SLOW := not slow and not mpi and not slurm and not gpu
 
-.PHONY: venv closure reference test test-slow lint format bench clean
+.PHONY: venv closure reference test test-slow lint format bench peers clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,9 +39,14 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: $(STAMP)  ## benchmarks print JSON
+bench: $(STAMP)  ## benchmarks print JSON (peers: make peers)
 	$(PY) benchmarks/sampler.py
 	$(PY) benchmarks/replicas.py
+	$(PY) benchmarks/losses.py
+
+peers: $(STAMP)  ## the GAN, the MCMC posterior and sbi's NPE on the same data (installs the peers extra)
+	$(VENV)/bin/pip install -q -c constraints.txt -e ".[peers]"
+	$(PY) benchmarks/peers.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info

@@ -2,11 +2,12 @@
 
 Usage::
 
-    python benchmarks/replicas.py                       # R = 1, 10, 100 on the CPU
-    python benchmarks/replicas.py --replicas 1 10 100 1000 --accelerator gpu --chunk 0
+    python benchmarks/replicas.py                        # R = 1, 10, 100, 1000 on the CPU
+    python benchmarks/replicas.py --accelerator gpu      # the same on a GPU (all replicas in one pass)
 
 Prints JSON: for each R the median step time of the vectorized model (and per replica), the summed step time
-of R separate one-replica models (each also paying its own Lightning set-up, reported apart), and the speed-up.
+of R separate one-replica models (each also paying its own Lightning set-up, reported apart), the speed-up, and
+``per_replica_vs_r1``: the per-replica cost at R relative to R = 1 (the goal on a GPU: at most 1/20 at R = 100).
 The models are those of ``configs/closure_gan.yaml`` (case B, seed-1 data).
 """
 
@@ -47,9 +48,9 @@ def _step_times(config: ClosureConfig, experiment: Experiment, data, replicas: l
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/closure_gan.yaml")
-    p.add_argument("--replicas", type=int, nargs="+", default=[1, 10, 100])
+    p.add_argument("--replicas", type=int, nargs="+", default=[1, 10, 100, 1000])
     p.add_argument("--steps", type=int, default=8, help="timed steps per model (the first 2 are warm-up)")
-    p.add_argument("--chunk", type=int, default=-1, help="replica_chunk (-1: the config's)")
+    p.add_argument("--chunk", type=int, default=-1, help="replica_chunk (-1: the config's; 0: auto)")
     p.add_argument("--loop-max", type=int, default=100, help="largest R also trained as a loop of models")
     p.add_argument("--accelerator", default="cpu")
     args = p.parse_args()
@@ -64,6 +65,8 @@ def main() -> None:
         times, _ = _step_times(cfg, experiment, data, None)
         vec = float(np.median(times[2:]))
         row = {"replicas": n_rep, "vectorized_step_s": vec, "vectorized_per_replica_s": vec / n_rep}
+        if rows:
+            row["per_replica_vs_r1"] = (vec / n_rep) / rows[0]["vectorized_per_replica_s"]
         if n_rep <= args.loop_max:
             one = _config(base, 1, args.steps, 0, args.accelerator)
             step_sum, setup = 0.0, 0.0
@@ -76,6 +79,10 @@ def main() -> None:
                 loop_setup_s_per_model=setup / n_rep,
                 speedup=step_sum / vec,
             )
+        elif rows and rows[0]["replicas"] == 1:
+            # A loop of R single-replica models costs R times one of them.
+            row["loop_step_s_extrapolated"] = n_rep * rows[0]["vectorized_step_s"]
+            row["speedup"] = row["loop_step_s_extrapolated"] / vec
         rows.append(row)
         print(json.dumps(row), flush=True)
     device = torch.cuda.get_device_name(0) if args.accelerator in ("gpu", "cuda") else platform.processor() or "cpu"

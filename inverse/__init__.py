@@ -1,8 +1,8 @@
 """Inverse solvers: the multi-discriminator GAN with vectorized replicas (VAIM follows in a later issue).
 
 Layers inside (imports point down): ``config`` -> ``stacked`` -> ``models`` / ``losses`` -> ``gan`` ->
-``training`` (Lightning); the closure command ``inverse.closure`` and ``plots`` sit on top and are not imported
-here. Importing this package has no side effects.
+``natural`` / ``training`` (Lightning); ``diagnostics`` (the gradient contract), ``coverage``, the closure command
+``inverse.closure`` and ``plots`` sit on top and are not imported here. Importing this package has no side effects.
 """
 
 from inverse.config import ClosureConfig, GANConfig

@@ -5,11 +5,15 @@ Usage::
     python -m inverse.closure --config configs/closure_gan.yaml --out runs/closure
     python -m inverse.closure --config configs/closure_gan.yaml --truth 1.5,-0.3,2.5,0.8,-0.6,3 --out runs/t2
     python -m inverse.closure --config configs/closure_gan.yaml --out runs/closure --resume
+    python -m inverse.closure --config configs/closure_gan.yaml --out runs/closure --resume --coverage 50
 
 Steps: generate (or reuse) pseudo-data at the configured truth and case; fit the maximum-likelihood estimate and
 sample the reference posterior by MCMC; fit the exact MLE of every bootstrap replica; train the GAN's R replicas
 (Lightning, checkpoints every ``training.checkpoint_every`` steps); then write ``summary.json``, ``report.md``,
-plots (``pdfs.png``, ``data.png``, ``replicas.png``, ``training.png``) and ``run.log``.
+plots (``pdfs.png``, ``data.png``, ``replicas.png``, ``training.png``) and ``run.log``. With ``--coverage K``
+(or ``report.coverage``), K more pseudo-data sets at the same truth are fitted and the fraction whose truth lies in
+the replicas' central 68 % / 95 % intervals is reported (``inverse.coverage``; resumable, may be added to a
+finished run with ``--resume``).
 
 ``pull`` = (replica mean - truth) / posterior sd and ``std_ratio`` = replica sd / posterior sd. A bootstrap
 estimates the MLE and its spread, not the posterior mean, so each replica is also compared with the exact MLE
@@ -30,6 +34,7 @@ import numpy as np
 import torch
 
 from inverse.config import ClosureConfig
+from inverse.coverage import run_coverage
 from inverse.gan import InverseGAN
 from inverse.plots import plot_replica_histograms, plot_training
 from inverse.training import NonFiniteLossError, fit_gan
@@ -58,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", help="comma-separated true parameters (inside the prior box)")
     p.add_argument("--replicas", type=int, help="number of replicas R")
     p.add_argument("--steps", type=int, help="training steps")
+    p.add_argument(
+        "--coverage", type=int, metavar="K", help="also refit K pseudo-data sets at the truth: interval coverage"
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start over in a run directory that holds a run")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -79,6 +87,8 @@ def resolve_config(args: argparse.Namespace) -> ClosureConfig:
         data["gan"]["training"]["replicas"] = args.replicas
     if args.steps is not None:
         data["gan"]["training"]["steps"] = args.steps
+    if args.coverage is not None:
+        data["report"]["coverage"] = args.coverage
     if args.truth is not None:
         try:
             values = [float(v) for v in args.truth.split(",")]
@@ -99,9 +109,10 @@ def _prepare_directory(out: Path, config: ClosureConfig, resume: bool, overwrite
     if resume:
         if saved.is_file():
             old = parse_config(ClosureConfig, load_yaml(saved), str(saved))
-            if old != config:
-                a, b = _flatten(old.model_dump()), _flatten(config.model_dump())
-                diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+            a, b = _flatten(old.model_dump()), _flatten(config.model_dump())
+            # The report settings only change what is computed after training; their results are cached by key.
+            diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and not k.startswith("report."))
+            if diff:
                 raise ValueError(f"{saved}: --resume needs the same config; differing fields: {diff[:8]}")
         return
     if started and not overwrite:
@@ -109,6 +120,7 @@ def _prepare_directory(out: Path, config: ClosureConfig, resume: bool, overwrite
     if overwrite:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
         shutil.rmtree(out / "lightning_logs", ignore_errors=True)
+        shutil.rmtree(out / "coverage", ignore_errors=True)
         for name in _OUTPUTS:
             (out / name).unlink(missing_ok=True)
 
@@ -137,7 +149,9 @@ def _reference(
         ),
         sort_keys=True,
     )
-    boot_key = json.dumps({"replicas": t.replicas, "seed": t.seed, "on": config.report.bootstrap_mles})
+    boot_key = json.dumps(
+        {"replicas": t.replicas, "seed": t.seed, "bootstrap": t.bootstrap, "on": config.report.bootstrap_mles}
+    )
     path = out / "reference.npz"
     cached: dict[str, np.ndarray] = {}
     if path.is_file():
@@ -154,7 +168,9 @@ def _reference(
         cached = {"key": np.array(key), "mle": mle.theta, "posterior": post.flat, "rhat": post.rhat, "ess": post.ess}
     if str(cached.get("boot_key", "")) != boot_key:
         cached.pop("bootstrap_mles", None)
-        if config.report.bootstrap_mles:
+        if config.report.bootstrap_mles and not t.bootstrap:
+            cached["bootstrap_mles"] = np.tile(cached["mle"], (t.replicas, 1))  # every replica fits the data
+        elif config.report.bootstrap_mles:
             weights = poisson_replica_weights(data.counts, t.replicas, seed=t.seed)
             cached["bootstrap_mles"] = fit_bootstrap_mles(
                 experiment, data, weights, start=cached["mle"], progress=progress
@@ -200,9 +216,9 @@ def run_closure(
     post_mean, post_sd = post.mean(0), post.std(0, ddof=1)
 
     model = InverseGAN(config.gan, experiment, data)
-    t_fit = time.perf_counter()
+    t_fit, cpu_fit = time.perf_counter(), time.process_time()
     module = fit_gan(model, out, resume=resume, progress=progress and config.gan.training.progress)
-    fit_seconds = time.perf_counter() - t_fit
+    fit_seconds, fit_cpu_seconds = time.perf_counter() - t_fit, time.process_time() - cpu_fit
     model = module.model.cpu().double()
     est = model.estimates().numpy()
     est_mean, est_sd = est.mean(0), est.std(0, ddof=1) if len(est) > 1 else np.zeros(len(names))
@@ -239,6 +255,7 @@ def run_closure(
         "timing_s": {
             "reference": ref_seconds,
             "fit": fit_seconds,
+            "fit_cpu": fit_cpu_seconds,
             "median_step": float(np.median(module.step_seconds)) if module.step_seconds else None,
         },
     }
@@ -251,6 +268,15 @@ def run_closure(
             "per_parameter_median": np.median(dist, axis=0),
         }
         summary["bootstrap_std_ratio"] = ref["bootstrap_mles"].std(0, ddof=1) / post_sd if len(est) > 1 else None
+        summary["targets_met"]["bootstrap_distance_median_le_0.1"] = bool(np.median(dist) <= 0.1)
+    # The statistical-limit bar (R >= 100, <= 500 steps, < 5 CPU-minutes of fitting; DESIGN.md section 9).
+    summary["targets_met"]["std_ratio_in_0.8_1.25"] = bool(np.all((std_ratio >= 0.8) & (std_ratio <= 1.25)))
+    if len(module.step_seconds) == steps_done:  # the whole fit ran in this process (not a resumed one)
+        summary["targets_met"]["fit_under_5_cpu_minutes"] = bool(fit_cpu_seconds < 300)
+    if config.report.coverage:
+        summary["coverage"] = run_coverage(config, experiment, out / "coverage", config.report.coverage, progress)
+        for level, c in summary["coverage"]["levels"].items():
+            summary["targets_met"][f"coverage_{level}_in_target"] = c["pooled_in_target"]
     view = BinnedView(experiment, data, n_bins=config.data.n_bins)
     chi2 = float(view.chi2(torch.tensor(est_mean[None], dtype=torch.float64), kind="theory")[0])
     summary["chi2_at_estimate"] = {"chi2": chi2, "n_points": view.n_points}
@@ -265,7 +291,7 @@ def run_closure(
         )
         plot_data(view, {"GAN replica mean": est_mean, "truth": truth}, out / "data.png")
         plot_replica_histograms(est, post, names, out / "replicas.png", truth, ref.get("bootstrap_mles"))
-        plot_training(hist, losses, names, out / "training.png", reference=ref["mle"], scale=post_sd)
+        plot_training(hist, losses, names, out / "training.png", ref["mle"], post_sd, targets=ref.get("bootstrap_mles"))
     write_json(out / "summary.json", summary)
     (out / "report.md").write_text(_report(summary, plots))
     log.info("done in %.1f s: pulls %s, std ratios %s", summary["wall_s"], pull.round(2), std_ratio.round(2))
@@ -316,6 +342,25 @@ def _report(s: dict[str, Any], plots: bool) -> str:
     if "bootstrap_distance" in s:
         b = s["bootstrap_distance"]
         lines.append(f"- replica vs its bootstrap MLE: median {b['median']:.3f} sd, max {b['max']:.3f} sd")
+        if s.get("bootstrap_std_ratio") is not None:
+            ratio = np.round(np.asarray(s["bootstrap_std_ratio"], dtype=float), 2).tolist()
+            lines.append(f"- exact bootstrap MLEs' sd / posterior sd (what the replicas' spread should be): {ratio}")
+    t = s["timing_s"]
+    lines.append(f"- GAN fit: {t['fit']:.0f} s wall, {t['fit_cpu']:.0f} CPU-s; targets: {met}")
+    if "coverage" in s:
+        c = s["coverage"]
+        lines += ["", f"## Coverage over {c['n_sets']} pseudo-data sets at the same truth", ""]
+        lines.append(
+            "Fraction of data sets whose truth lies in the replicas' central interval; binomial sd in brackets."
+        )
+        lines.append("")
+        for level, v in c["levels"].items():
+            per = ", ".join(f"{n} {f:.2f}" for n, f in zip(c["params"], v["per_parameter"]))
+            lines.append(
+                f"- {level} %: pooled **{v['pooled']:.3f}** (target {v['target'][0]}-{v['target'][1]}); "
+                f"per parameter ({v['per_parameter_sd']:.2f}): {per}"
+            )
+        lines.append("- `coverage/coverage.png`, per-data-set rows in `coverage/results.jsonl`")
     if plots:
         lines += [
             "",
@@ -323,7 +368,8 @@ def _report(s: dict[str, Any], plots: bool) -> str:
             "- `pdfs.png`: x u(x), x d(x): the replicas' 68 % band against the posterior's, and the truth.",
             "- `data.png`: binned events of each dataset with the fitted and true expectations, pulls below.",
             "- `replicas.png`: each parameter's replica histogram over the MCMC posterior, bootstrap MLEs as ticks.",
-            "- `training.png`: distance to the MLE in posterior sd during training, and the losses.",
+            "- `training.png`: distance to the MLE in posterior sd during training, the losses, and each replica's "
+            "distance to its bootstrap MLE (the learning curve).",
             "",
             "![pdfs](pdfs.png)",
             "![replicas](replicas.png)",

@@ -6,7 +6,7 @@ Every field has a working default; ``configs/closure_gan.yaml`` lists them. Unkn
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -95,7 +95,9 @@ class OptimizerConfig(StrictModel):
     momentum: float = Field(0.0, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     damping: float = Field(1e-3, ge=0.0, description="natural: damping relative to the mean Fisher diagonal")
-    max_step: float = Field(1.0, gt=0.0, description="natural: cap of the Mahalanobis step length (posterior sd)")
+    max_step: float = Field(
+        1.0, gt=0.0, description="natural: Mahalanobis step cap (posterior sd) at the initial rate, then scaled like it"
+    )
     metric_every: int = Field(10, ge=1, description="natural: steps between Fisher recomputations")
 
     @model_validator(mode="after")
@@ -103,6 +105,22 @@ class OptimizerConfig(StrictModel):
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"betas: each must be in [0, 1), got {self.betas}")
         return self
+
+
+# The optimizer each player uses by default, and the settings measured to work for each (player, optimizer);
+# keys a runcard leaves out come from here (README, "Why these defaults").
+_DEFAULT_OPTIMIZER = {"optimizer_g": "natural", "optimizer_d": "adam"}
+_OPTIMIZER_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("optimizer_g", "natural"): {"lr": 0.3, "max_step": 2.0},
+    ("optimizer_g", "adam"): {"lr": 2e-2, "betas": (0.5, 0.9)},
+    ("optimizer_d", "adam"): {"lr": 1e-2, "betas": (0.5, 0.9)},
+}
+
+
+def _optimizer_section(key: str, given: dict[str, Any] | None = None) -> dict[str, Any]:
+    given = given or {}
+    name = given.get("name", _DEFAULT_OPTIMIZER[key])
+    return {"name": name, **_OPTIMIZER_DEFAULTS.get((key, name), {}), **given}
 
 
 class SchedulerConfig(StrictModel):
@@ -122,15 +140,20 @@ class SchedulerConfig(StrictModel):
 class TrainingConfig(StrictModel):
     """How long and on what the GAN trains."""
 
-    replicas: int = Field(50, ge=1, le=100_000, description="Poisson-bootstrap replicas trained together")
-    steps: int = Field(1000, ge=1)
+    replicas: int = Field(100, ge=1, le=100_000, description="Poisson-bootstrap replicas trained together")
+    steps: int = Field(300, ge=1)
     d_steps: int = Field(1, ge=1, le=100, description="discriminator updates per generator update")
     params_per_step: int = Field(1, ge=1, description="parameter sets drawn per replica and step")
-    events_per_param: int = Field(4096, ge=1, description="events per parameter set and dataset")
+    events_per_param: int = Field(2048, ge=1, description="events per parameter set and dataset")
     data_batch: int | None = Field(
         None, ge=1, description="data events per dataset and replica per step (None: all, bootstrap-weighted)"
     )
-    replica_chunk: int = Field(0, ge=0, description="replicas per forward/backward pass (0: all at once)")
+    replica_chunk: int = Field(
+        0, ge=0, description="replicas per forward/backward pass (0: auto, all on a GPU and 25 on a CPU)"
+    )
+    bootstrap: bool = Field(
+        True, description="Poisson(1) event weights per replica (False: every replica fits the data as they are)"
+    )
     polyak: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of the last steps averaged into the estimate")
     dtype: Literal["float32", "float64"] = "float32"
     seed: int = Field(0, ge=0, description="seeds initialization, noise and the replicas' Poisson weights")
@@ -146,17 +169,36 @@ class GANConfig(StrictModel):
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = Field(default_factory=DiscriminatorConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
-    optimizer_g: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(lr=2e-2, betas=(0.5, 0.9)))
-    optimizer_d: OptimizerConfig = Field(default_factory=lambda: OptimizerConfig(lr=1e-2, betas=(0.5, 0.9)))
+    optimizer_g: OptimizerConfig = Field(
+        default_factory=lambda: OptimizerConfig(**_optimizer_section("optimizer_g", {}))
+    )
+    optimizer_d: OptimizerConfig = Field(
+        default_factory=lambda: OptimizerConfig(**_optimizer_section("optimizer_d", {}))
+    )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _complete_optimizers(cls, data: Any) -> Any:
+        # A partial optimizer section keeps the measured settings of the keys it leaves out: {lr: 0.5} tunes the
+        # default natural steps, {name: adam} on the generator gets the Adam settings that work there.
+        if isinstance(data, dict):
+            data = dict(data)
+            for key in _DEFAULT_OPTIMIZER:
+                if isinstance(data.get(key), dict):
+                    data[key] = _optimizer_section(key, data[key])
+        return data
 
     @model_validator(mode="after")
     def _check_sets(self) -> GANConfig:
         if self.optimizer_d.name == "natural":
             raise ValueError("optimizer_d.name: natural applies to the generator only")
         if self.optimizer_g.name == "natural" and self.generator.kind != "point":
-            raise ValueError("optimizer_g.name: natural needs generator.kind: point (a Fisher step per replica)")
+            raise ValueError(
+                "optimizer_g.name: natural (the default) needs generator.kind: point (a Fisher step per replica); "
+                "for an mlp generator set optimizer_g: {name: adam}"
+            )
         k = self.discriminator.set_size
         if self.training.events_per_param % k:
             raise ValueError(
@@ -171,6 +213,9 @@ class ReportConfig(StrictModel):
 
     bootstrap_mles: bool = Field(
         True, description="fit the exact MLE of every replica's bootstrap weights (about 1 s per replica)"
+    )
+    coverage: int = Field(
+        0, ge=0, le=10_000, description="refit this many pseudo-data sets at the same truth for interval coverage"
     )
 
 

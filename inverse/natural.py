@@ -7,8 +7,14 @@ coordinate alone and crawls along the 0.99-correlated (N, a) directions; the ste
     delta_phi = -lr (I_phi + lambda mean(diag I_phi) 1)^-1 grad_phi,   I_phi = J I(theta) J,  J = d theta / d phi,
 
 is invariant to how the parameters are scaled and correlated (Amari 1998), so every direction converges at the same
-rate. The Mahalanobis length sqrt(delta^T I_phi delta) (in posterior sd) is capped, which also keeps steps finite
-where the sigmoid box map flattens (I_phi -> 0 at the prior-box edges).
+rate. The Mahalanobis length sqrt(delta^T I_phi delta) (in posterior sd) is capped by a trust region that shrinks
+with the learning-rate schedule (large steps while far away, small ones where Polyak averaging collects the
+estimate), which also keeps steps finite where the sigmoid box map flattens (I_phi -> 0 at the prior-box edges);
+phi is clamped to |phi| <= 12 so theta never reaches the edge itself (N = 0 would make the rate term infinite).
+
+The discriminators bound the speed: after a step they must relearn the density ratio before the next gradient is
+right, which is why a larger trust region or learning rate makes the fit oscillate instead of converging faster
+(measured in the README).
 
 References:
     Amari, "Natural gradient works efficiently in learning", Neural Computation 10 (1998) 251.
@@ -36,6 +42,7 @@ class NaturalGradient(torch.optim.Optimizer):
         damping: lambda, relative to the mean diagonal of the metric.
         max_step: cap of the Mahalanobis step length (in units of the local posterior sd).
         metric_every: recompute the metric every this many steps (it changes slowly).
+        max_logit: |pre-sigmoid value| cap, so theta stays strictly inside the box (N > 0, finite log rates).
     """
 
     def __init__(
@@ -46,6 +53,7 @@ class NaturalGradient(torch.optim.Optimizer):
         damping: float = 1e-3,
         max_step: float = 1.0,
         metric_every: int = 10,
+        max_logit: float = 12.0,
     ) -> None:
         super().__init__(params, {"lr": lr})
         group = self.param_groups[0]["params"]
@@ -55,6 +63,7 @@ class NaturalGradient(torch.optim.Optimizer):
         self.damping = damping
         self.max_step = max_step
         self.metric_every = metric_every
+        self.max_logit = max_logit
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -77,6 +86,10 @@ class NaturalGradient(torch.optim.Optimizer):
         grad = p.grad.reshape(n_rep, dim)
         delta = torch.linalg.solve(damped, grad.unsqueeze(-1)).squeeze(-1)
         length = torch.einsum("ri,rij,rj->r", delta, damped, delta).clamp_min(0).sqrt() * group["lr"]
-        factor = (self.max_step / length.clamp_min(torch.finfo(p.dtype).tiny)).clamp(max=1.0)
+        # The trust region shrinks with the learning-rate schedule: wide while far from the optimum, narrow
+        # where the Polyak average is taken.
+        cap = self.max_step * group["lr"] / group.get("initial_lr", group["lr"])
+        factor = (cap / length.clamp_min(torch.finfo(p.dtype).tiny)).clamp(max=1.0)
         p.sub_(((group["lr"] * factor)[:, None] * delta).reshape(p.shape))
+        p.clamp_(-self.max_logit, self.max_logit)
         return loss

@@ -76,8 +76,11 @@ def plot_training(
     path: str | Path,
     reference: np.ndarray,
     scale: np.ndarray,
+    targets: np.ndarray | None = None,
 ) -> Path:
-    """Training curves: every parameter's replica mean and band in units of ``scale`` from ``reference``, losses.
+    """Training curves: replica means and bands from ``reference``, losses, and the replicas' learning curve.
+
+    With ``targets``, a fourth panel shows each replica's distance to the value it should reach.
 
     Args:
         theta_history: parameters per step and replica [S, R, D].
@@ -86,13 +89,15 @@ def plot_training(
         path: output PNG.
         reference: the value the fit should reach (the MLE), [D].
         scale: units (posterior sd), [D].
+        targets: per replica the value it should reach (its exact bootstrap MLE), [R, D].
 
     Returns:
         The path.
     """
     steps = np.arange(1, len(theta_history) + 1)
     dev = (theta_history - reference) / scale
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    n_panels = 3 if targets is None else 4
+    fig, axes = plt.subplots(1, n_panels, figsize=(4.7 * n_panels, 3.6))
     for i, name in enumerate(names):
         line = axes[0].plot(steps, dev[:, :, i].mean(1), lw=1, label=name)[0]
         lo, hi = np.quantile(dev[:, :, i], [0.16, 0.84], axis=1)
@@ -102,7 +107,16 @@ def plot_training(
     axes[0].set_ylabel("(theta - MLE) / posterior sd")
     axes[0].legend(fontsize=7, ncol=2)
     axes[0].set_title("replica mean and 68 % band", fontsize=9)
-    for k, (ax, label) in enumerate(zip(axes[1:], ("generator loss", "discriminator loss"))):
+    if targets is not None:
+        dist = (np.abs(theta_history - targets) / scale).max(-1)  # [S, R]
+        ax = axes[3]
+        ax.semilogy(steps, np.median(dist, 1), color="k", lw=1.2, label="median over replicas")
+        ax.fill_between(steps, *np.quantile(dist, [0.1, 0.9], axis=1), color="k", alpha=0.12, label="10-90 %")
+        ax.axhline(0.1, color="tab:red", ls=":", lw=0.8)
+        ax.set_ylabel("max_p |theta_r - bootstrap MLE_r| / post. sd")
+        ax.set_title("each replica against the estimate it should reach", fontsize=9)
+        ax.legend(fontsize=7)
+    for k, (ax, label) in enumerate(zip(axes[1:3], ("generator loss", "discriminator loss"))):
         ax.plot(steps, loss_history[:, :, k].mean(1), lw=1)
         ax.set_ylabel(label + " (replica mean)")
         if k == 0:

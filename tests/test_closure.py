@@ -35,7 +35,7 @@ def test_tiny_case_a_closure_moves_every_parameter_toward_the_truth(config):
                 "polyak": 0.2,
                 "progress": False,
             },
-            "optimizer_g": {"lr": 0.05},
+            "optimizer_g": {"name": "adam", "lr": 0.05, "betas": [0.5, 0.9]},
         }
     )
     model = InverseGAN(gan, experiment, data)
@@ -103,6 +103,36 @@ def test_closure_command_writes_the_run_and_refuses_to_mix_runs(tmp_path, capsys
     assert main(["--config", str(cfg), "--out", str(out), "--quiet", "--seed", "3", "--resume"]) == 0
     again = json.loads((out / "summary.json").read_text())
     assert np.allclose(again["estimate_mean"], summary["estimate_mean"])
+
+    # Coverage can be added to a finished run; a larger K later fits only the new data sets.
+    assert main(["--config", str(cfg), "--out", str(out), "--quiet", "--seed", "3", "--resume", "--coverage", "2"]) == 0
+    first = (out / "coverage" / "results.jsonl").read_text().splitlines()
+    assert [json.loads(line)["seed"] for line in first] == [4, 5]
+    assert main(["--config", str(cfg), "--out", str(out), "--quiet", "--seed", "3", "--resume", "--coverage", "3"]) == 0
+    rows = (out / "coverage" / "results.jsonl").read_text().splitlines()
+    assert rows[:2] == first and len(rows) == 3
+    cov = json.loads((out / "summary.json").read_text())["coverage"]
+    assert cov["n_sets"] == 3 and (out / "coverage" / "coverage.png").is_file()
+    hits = np.array([json.loads(line)["in68"] for line in rows], dtype=float)
+    assert np.allclose(cov["levels"]["68"]["per_parameter"], hits.mean(0))
+    assert "Coverage over 3 pseudo-data sets" in (out / "report.md").read_text()
+
+
+def test_coverage_summary_counts_the_truths_inside_the_intervals():
+    from inverse.coverage import summarize_coverage
+
+    rows = [
+        {"in68": [True, False], "in95": [True, True], "fit_s": 1.0},
+        {"in68": [True, True], "in95": [True, True], "fit_s": 3.0},
+        {"in68": [False, False], "in95": [True, False], "fit_s": 2.0},
+        {"in68": [True, True], "in95": [True, True], "fit_s": 2.0},
+    ]
+    s = summarize_coverage(rows, ["a", "b"])
+    assert s["levels"]["68"]["per_parameter"] == [0.75, 0.5]
+    assert s["levels"]["68"]["pooled"] == 0.625 and not s["levels"]["68"]["pooled_in_target"]
+    assert s["levels"]["95"]["pooled"] == 0.875 and not s["levels"]["95"]["pooled_in_target"]
+    assert s["levels"]["68"]["per_parameter_sd"] == pytest.approx(np.sqrt(0.68 * 0.32 / 4))
+    assert s["fit_s_median"] == 2.0
 
 
 def test_bad_input_is_named(tmp_path, capsys):

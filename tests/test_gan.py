@@ -40,7 +40,11 @@ def with_(config: GANConfig, **sections) -> GANConfig:
     "sections",
     [
         {},
-        {"generator": {"kind": "mlp", "depth": 1, "width": 8}, "training": {"params_per_step": 5}},
+        {
+            "generator": {"kind": "mlp", "depth": 1, "width": 8},
+            "optimizer_g": {"name": "adam"},
+            "training": {"params_per_step": 5},
+        },
         {"discriminator": {"mode": "single", "set_size": 4}, "loss": {"kind": "lsgan"}},
         {"loss": {"kind": "wgan_gp"}, "training": {"data_batch": 32}},
         {"loss": {"kind": "bce"}, "discriminator": {"features": "x"}},

@@ -84,24 +84,62 @@ def test_schedules():
     assert [step(s) for s in (0, 2, 3, 7)] == [1.0, 1.0, 0.5, 0.25]
 
 
-def test_natural_gradient_reaches_each_replicas_bootstrap_mle(experiment_b, data_b):
+def test_default_natural_gradient_reaches_each_replicas_bootstrap_mle(experiment_b, data_b):
     import numpy as np
 
     from physics.likelihood import cramer_rao, fisher_information, fit_bootstrap_mles
     from physics.pseudodata import poisson_replica_weights
 
-    cfg = GANConfig.model_validate(
-        {
-            "optimizer_g": {"name": "natural", "lr": 0.2},
-            "training": {"replicas": 2, "steps": 200, "progress": False, "seed": 3},
-        }
-    )
+    cfg = GANConfig.model_validate({"training": {"replicas": 2, "progress": False, "seed": 3}})
     model = InverseGAN(cfg, experiment_b, data_b)
     fit_gan(model)
     boot = fit_bootstrap_mles(experiment_b, data_b, poisson_replica_weights(data_b.counts, 2, seed=3))
     sd = cramer_rao(fisher_information(experiment_b, torch.tensor(boot)))[0].numpy()
     # Within a fraction of the statistical error of the answer each replica should reach.
     assert np.all(np.abs(model.estimates().double().numpy() - boot) / sd < 0.3)
+
+
+def test_natural_gradient_step_is_capped_by_a_trust_region_that_follows_the_schedule():
+    from inverse.natural import NaturalGradient
+
+    offset = torch.nn.Parameter(torch.zeros(2, 1, 3, dtype=torch.float64))
+    metric = lambda: torch.eye(3, dtype=torch.float64).expand(2, 3, 3) * 4.0  # noqa: E731  posterior sd 0.5
+    opt = NaturalGradient([offset], metric, lr=1.0, damping=0.0, max_step=2.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 if step == 0 else 0.5)
+    offset.grad = torch.tensor([[[1e3, 0.0, 0.0]], [[1e-3, 0.0, 0.0]]], dtype=torch.float64)
+    opt.step()
+    # Replica 0: capped at Mahalanobis length 2 = 4 sd of 0.5 -> 1.0; replica 1: the plain Newton step 1e-3 / 4.
+    assert offset[0, 0, 0].item() == pytest.approx(-1.0) and offset[1, 0, 0].item() == pytest.approx(-2.5e-4)
+    sched.step()
+    before = offset.detach().clone()
+    opt.step()
+    assert (before - offset.detach())[0, 0, 0].item() == pytest.approx(0.5)  # the cap halves with the rate
+    offset.grad.fill_(-1e9)
+    for _ in range(100):
+        opt.step()
+    assert offset.max().item() == pytest.approx(12.0)  # theta stays strictly inside the box
+
+
+def test_optimizer_defaults_and_partial_sections():
+    default = GANConfig()
+    assert default.optimizer_g.name == "natural" and default.loss.kind == "density_ratio"
+    tuned = GANConfig.model_validate({"optimizer_g": {"lr": 0.5}, "optimizer_d": {"lr": 0.02}})
+    assert tuned.optimizer_g.name == "natural" and tuned.optimizer_g.lr == 0.5 and tuned.optimizer_g.max_step == 2.0
+    assert tuned.optimizer_d.name == "adam" and tuned.optimizer_d.betas == (0.5, 0.9)
+    adam = GANConfig.model_validate({"optimizer_g": {"name": "adam"}, "generator": {"kind": "mlp"}})
+    assert adam.optimizer_g.lr == 0.02 and adam.optimizer_g.betas == (0.5, 0.9)
+    assert GANConfig.model_validate({"optimizer_g": {"name": "sgd"}}).optimizer_g.lr == 0.01  # the class default
+    with pytest.raises(ValueError, match=r"mlp generator set optimizer_g: \{name: adam\}"):
+        GANConfig.model_validate({"generator": {"kind": "mlp"}})
+
+
+def test_unweighted_replicas_and_automatic_chunks(experiment_b, data_b):
+    model = InverseGAN(
+        GANConfig.model_validate({"training": {"replicas": 60, "bootstrap": False}}), experiment_b, data_b
+    )
+    assert [c.stop - c.start for c in model.chunks()] == [25, 25, 10]
+    assert model.weights(1).shape == (60, data_b.counts[1]) and bool((model.weights(1) == 1).all())
+    assert model.observed[0].tolist() == [float(c) for c in data_b.counts]
 
 
 def test_natural_gradient_config_errors():
