@@ -39,6 +39,7 @@ import torch
 from inverse.config import ClosureConfig, GANConfig
 from inverse.diagnostics import displaced_theta, gradient_contract
 from inverse.gan import InverseGAN
+from inverse.plots import running_polyak
 from inverse.training import fit_gan
 from physics.config import load_yaml, parse_config
 from physics.datasets import Experiment
@@ -57,14 +58,6 @@ def _gan_config(base: GANConfig, loss: str, optimizer: str, replicas: int, steps
     data["generator"]["kind"] = "point"
     data["training"].update(replicas=replicas, steps=steps, bootstrap=False, progress=False)
     return GANConfig.model_validate(data)
-
-
-def _running_polyak(hist: np.ndarray) -> np.ndarray:
-    """Mean of theta over steps t//2..t for every t, [S, R, D]."""
-    csum = np.concatenate([np.zeros_like(hist[:1]), np.cumsum(hist, axis=0)])
-    t = np.arange(1, len(hist) + 1)
-    lo = t // 2
-    return (csum[t] - csum[lo]) / (t - lo)[:, None, None]
 
 
 def _settle_step(curve: np.ndarray, level: float) -> int | None:
@@ -112,7 +105,7 @@ def main() -> None:
             done = int(model.step_count)
             hist = model.theta_history[:done].double().numpy()
             raw = np.median((np.abs(hist - mle.theta) / sd).max(-1), axis=1)
-            curve = np.median((np.abs(_running_polyak(hist) - mle.theta) / sd).max(-1), axis=1)
+            curve = np.median((np.abs(running_polyak(hist, 0.5) - mle.theta) / sd).max(-1), axis=1)
             below = np.nonzero(raw < 0.3)[0]
             final = (np.abs(model.estimates().double().numpy() - mle.theta) / sd).max(-1)
             row = {

@@ -291,7 +291,16 @@ def run_closure(
         )
         plot_data(view, {"GAN replica mean": est_mean, "truth": truth}, out / "data.png")
         plot_replica_histograms(est, post, names, out / "replicas.png", truth, ref.get("bootstrap_mles"))
-        plot_training(hist, losses, names, out / "training.png", ref["mle"], post_sd, targets=ref.get("bootstrap_mles"))
+        plot_training(
+            hist,
+            losses,
+            names,
+            out / "training.png",
+            ref["mle"],
+            post_sd,
+            targets=ref.get("bootstrap_mles"),
+            polyak=config.gan.training.polyak,
+        )
     write_json(out / "summary.json", summary)
     (out / "report.md").write_text(_report(summary, plots))
     log.info("done in %.1f s: pulls %s, std ratios %s", summary["wall_s"], pull.round(2), std_ratio.round(2))
@@ -346,7 +355,8 @@ def _report(s: dict[str, Any], plots: bool) -> str:
             ratio = np.round(np.asarray(s["bootstrap_std_ratio"], dtype=float), 2).tolist()
             lines.append(f"- exact bootstrap MLEs' sd / posterior sd (what the replicas' spread should be): {ratio}")
     t = s["timing_s"]
-    lines.append(f"- GAN fit: {t['fit']:.0f} s wall, {t['fit_cpu']:.0f} CPU-s; targets: {met}")
+    lines.append(f"- GAN fit: {t['fit']:.0f} s wall, {t['fit_cpu']:.0f} CPU-s")
+    lines.append("- targets: " + ", ".join(f"{k} **{'yes' if v else 'no'}**" for k, v in met.items()))
     if "coverage" in s:
         c = s["coverage"]
         lines += ["", f"## Coverage over {c['n_sets']} pseudo-data sets at the same truth", ""]
