@@ -112,7 +112,12 @@ def run_coverage(
 
 
 def summarize_coverage(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
-    """Coverage fractions per parameter and pooled, with binomial sds and the target bands."""
+    """Coverage fractions per parameter and pooled, with binomial sds and the target bands.
+
+    Args:
+        rows: one per data set, with boolean lists ``in68`` and ``in95`` (one entry per parameter) and ``fit_s``.
+        names: parameter names.
+    """
     n = len(rows)
     out: dict[str, Any] = {"n_sets": n, "params": names, "levels": {}}
     for level in LEVELS:

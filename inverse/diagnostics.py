@@ -100,7 +100,7 @@ def gradient_contract(
         data: the events the likelihood and the discriminators see.
         theta: the parameters held fixed, [D].
         d_train_steps: discriminator updates before the gradient is taken.
-        n_gradient_draws: independent event draws the generator gradient is averaged over.
+        n_gradient_draws: event draws (each after one more discriminator update) the gradient is averaged over.
     """
     raw = config.model_dump()
     raw["generator"]["kind"] = "point"
