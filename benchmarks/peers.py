@@ -35,7 +35,7 @@ from physics.binned import BinnedView
 from physics.config import load_yaml, parse_config
 from physics.datasets import Experiment
 from physics.likelihood import ExtendedLikelihood, fit_mle
-from physics.posterior import laplace_approximation, sample_posterior
+from physics.posterior import sample_posterior
 from physics.pseudodata import generate_pseudodata
 
 
@@ -92,8 +92,7 @@ def main() -> None:
     cpu = time.process_time()
     like = ExtendedLikelihood(experiment, data)
     mle = fit_mle(like, seed=base.posterior.seed)
-    centre, cov = laplace_approximation(like, mle=mle)
-    post = sample_posterior(like, base.posterior, center=centre, covariance=cov).flat
+    post = sample_posterior(like, base.posterior, mle=mle).flat
     cpu = time.process_time() - cpu
     rows.append({"method": "MCMC posterior (exact, unbinned)", "cpu_s": cpu, **_judge(post, post)})
     print(json.dumps(rows[-1]), flush=True)

@@ -43,7 +43,7 @@ from physics.config import load_yaml, parse_config
 from physics.datasets import Experiment
 from physics.likelihood import ExtendedLikelihood, cramer_rao, fisher_information, fit_bootstrap_mles, fit_mle
 from physics.plots import plot_data, plot_pdf_bands
-from physics.posterior import laplace_approximation, sample_posterior
+from physics.posterior import sample_posterior
 from physics.pseudodata import EventData, poisson_replica_weights
 from physics.reference import load_or_generate
 from physics.runs import format_table, open_run_dir, to_jsonable, write_json
@@ -162,8 +162,7 @@ def _reference(
     if not cached:
         likelihood = ExtendedLikelihood(experiment, data)
         mle = fit_mle(likelihood, seed=config.posterior.seed)
-        centre, cov = laplace_approximation(likelihood, mle=mle)
-        post = sample_posterior(likelihood, config.posterior, center=centre, covariance=cov, progress=progress)
+        post = sample_posterior(likelihood, config.posterior, progress=progress, mle=mle)
         log.info("posterior: %.1f s, max R-hat %.4f, min ESS %.0f", post.seconds, post.rhat.max(), post.ess.min())
         cached = {"key": np.array(key), "mle": mle.theta, "posterior": post.flat, "rhat": post.rhat, "ess": post.ess}
     if str(cached.get("boot_key", "")) != boot_key:

@@ -111,9 +111,8 @@ def gradient_contract(
     model = InverseGAN(cfg, experiment, data)
     gen = model.generator
     theta_t = torch.as_tensor(theta, dtype=torch.float64)
-    unit = ((theta_t - gen.low) / (gen.high - gen.low)).clamp(1e-12, 1 - 1e-12)
     with torch.no_grad():
-        gen.offset.copy_(torch.logit(unit).reshape(gen.offset.shape))
+        gen.offset.copy_(gen.from_box(theta_t).reshape(gen.offset.shape))
     gen.requires_grad_(False)
     replicas = slice(0, 1)
     opt = make_optimizer(cfg.optimizer_d, model.discriminators.parameters())
@@ -141,8 +140,7 @@ def gradient_contract(
             (g_phi,) = torch.autograd.grad(loss.sum(), gen.offset)
             totals[rate] += g_phi.reshape(-1)
     model.config = cfg
-    s = torch.sigmoid(gen.offset.detach().reshape(-1))
-    jac = (gen.high - gen.low) * s * (1 - s)
+    jac = gen.box_jacobian(gen.offset.detach().reshape(-1))
     grads = {rate: total / n_gradient_draws / jac for rate, total in totals.items()}
 
     like = ExtendedLikelihood(experiment, data)

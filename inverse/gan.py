@@ -258,8 +258,7 @@ class InverseGAN(nn.Module):
         theta = self.generator.to_box(phi).double()
         with torch.enable_grad():
             info = fisher_information(self.experiment, theta).to(phi.dtype)
-        s = torch.sigmoid(phi)
-        jac = (self.generator.high - self.generator.low) * s * (1 - s)
+        jac = self.generator.box_jacobian(phi)
         return jac[:, :, None] * info * jac[:, None, :]
 
     # -- results --------------------------------------------------------------------------------------------

@@ -76,6 +76,16 @@ class ParameterGenerator(nn.Module):
         """Map pre-sigmoid outputs into the box."""
         return self.low + (self.high - self.low) * torch.sigmoid(logits)
 
+    def from_box(self, theta: Tensor) -> Tensor:
+        """The pre-sigmoid values of parameters inside the box (inverse of :meth:`to_box`)."""
+        unit = ((theta - self.low) / (self.high - self.low)).clamp(1e-12, 1 - 1e-12)
+        return torch.logit(unit)
+
+    def box_jacobian(self, logits: Tensor) -> Tensor:
+        """D theta / d logits of :meth:`to_box`, elementwise (the map is diagonal)."""
+        s = torch.sigmoid(logits)
+        return (self.high - self.low) * s * (1 - s)
+
     def forward(self, noise: Tensor, replicas: slice = slice(None)) -> Tensor:
         """Parameters [r, B, D] for noise [r, B, noise_dim]."""
         return self.to_box(self.logits(noise, replicas))

@@ -278,6 +278,7 @@ def sample_posterior(
     center: np.ndarray | None = None,
     covariance: np.ndarray | None = None,
     progress: bool = True,
+    mle: MLEResult | None = None,
 ) -> PosteriorResult:
     """Draw from the posterior of the extended likelihood with a uniform prior on the box.
 
@@ -287,6 +288,8 @@ def sample_posterior(
         center: whitening centre (default: the maximum-likelihood estimate).
         covariance: whitening covariance (default: the capped Laplace covariance).
         progress: show a progress bar.
+        mle: a maximum-likelihood estimate already fitted for this likelihood (the default centre is then not
+            refitted).
 
     Returns:
         The draws with diagnostics.
@@ -298,8 +301,8 @@ def sample_posterior(
     width = high - low
     dim = len(low)
     if center is None or covariance is None:
-        mle, cov = laplace_approximation(likelihood, seed=cfg.seed)
-        center = mle if center is None else np.asarray(center, dtype=np.float64)
+        mode, cov = laplace_approximation(likelihood, seed=cfg.seed, mle=mle)
+        center = mode if center is None else np.asarray(center, dtype=np.float64)
         covariance = cov if covariance is None else np.asarray(covariance, dtype=np.float64)
     centre = np.clip(np.asarray(center, dtype=np.float64), low + 1e-3 * width, high - 1e-3 * width)
     cov_theta = _capped_covariance(np.asarray(covariance, dtype=np.float64), width / np.sqrt(12.0))

@@ -29,7 +29,7 @@ from physics.config import ReferenceConfig, load_yaml, parse_config
 from physics.datasets import Experiment
 from physics.likelihood import ExtendedLikelihood, cramer_rao, fisher_information, fit_mle
 from physics.plots import plot_corner, plot_data, plot_pdf_bands
-from physics.posterior import laplace_approximation, sample_posterior
+from physics.posterior import sample_posterior
 from physics.pseudodata import EventData, generate_pseudodata, load_events, save_events
 from physics.runs import format_table, open_run_dir, write_json
 
@@ -135,8 +135,7 @@ def run_reference(
     likelihood = ExtendedLikelihood(experiment, data)
     mle = fit_mle(likelihood, seed=config.posterior.seed)
     log.info("MLE %s (success %s)", mle.theta, mle.success)
-    centre, cov = laplace_approximation(likelihood, mle=mle)
-    posterior = sample_posterior(likelihood, config.posterior, center=centre, covariance=cov, progress=progress)
+    posterior = sample_posterior(likelihood, config.posterior, progress=progress, mle=mle)
     log.info(
         "posterior done in %.1f s, max R-hat %.4f, min ESS %.0f",
         posterior.seconds,
