@@ -9,7 +9,7 @@ OUT ?= runs/closure
 ARGS ?= --resume
 NOT_SLOW := not slow and not mpi and not slurm and not gpu
 
-.PHONY: venv closure reference test test-slow lint format bench peers clean
+.PHONY: venv closure reference surrogate closure-surrogate test test-slow lint format bench peers clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,15 @@ closure: $(STAMP)  ## main job: GAN closure test on case-B pseudo-data against t
 reference: $(STAMP)  ## the statistical reference alone: Cramér–Rao table, MLE, MCMC posterior
 	$(PY) -m physics.reference --config configs/reference.yaml --out runs/reference
 
-test: $(STAMP)  ## fast tests (~40 s on 2 cores)
+KIND ?= flow
+surrogate: $(STAMP)  ## train a surrogate event generator (KIND=flow|gan|vae) and judge it on held-out parameters
+	$(PY) -m surrogates.train --config configs/surrogate_$(KIND).yaml --out runs/surrogate-$(KIND) $(ARGS)
+
+closure-surrogate: $(STAMP)  ## the closure test with the trained surrogate (make surrogate first) as event sampler
+	$(PY) -m inverse.closure --config configs/closure_gan.yaml --sampler $(KIND):runs/surrogate-$(KIND)/model.pt \
+		--out runs/closure-$(KIND) $(ARGS)
+
+test: $(STAMP)  ## fast tests (~2 min on 2 cores)
 	$(PY) -m pytest -m "$(NOT_SLOW)"
 
 test-slow: $(STAMP)  ## slow statistical checks (and later mpi / slurm ones)

@@ -6,6 +6,7 @@ Usage::
     python -m inverse.closure --config configs/closure_gan.yaml --truth 1.5,-0.3,2.5,0.8,-0.6,3 --out runs/t2
     python -m inverse.closure --config configs/closure_gan.yaml --out runs/closure --resume
     python -m inverse.closure --config configs/closure_gan.yaml --out runs/closure --resume --coverage 50
+    python -m inverse.closure --sampler flow:runs/surrogate-flow/model.pt --out runs/closure-flow
 
 Steps: generate (or reuse) pseudo-data at the configured truth and case; fit the maximum-likelihood estimate and
 sample the reference posterior by MCMC; fit the exact MLE of every bootstrap replica; train the GAN's R replicas
@@ -47,6 +48,8 @@ from physics.posterior import sample_posterior
 from physics.pseudodata import EventData, poisson_replica_weights
 from physics.reference import load_or_generate
 from physics.runs import format_table, open_run_dir, to_jsonable, write_json
+from surrogates.base import Surrogate
+from surrogates.quality import surrogate_mle
 
 __all__ = ["build_parser", "main", "resolve_config", "run_closure"]
 
@@ -63,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", help="comma-separated true parameters (inside the prior box)")
     p.add_argument("--replicas", type=int, help="number of replicas R")
     p.add_argument("--steps", type=int, help="training steps")
+    p.add_argument(
+        "--sampler",
+        metavar="KIND[:PATH]",
+        help="event sampler: exact, or flow|gan|vae:PATH to a surrogate model.pt (overrides gan.sampler)",
+    )
     p.add_argument(
         "--coverage", type=int, metavar="K", help="also refit K pseudo-data sets at the truth: interval coverage"
     )
@@ -89,6 +97,9 @@ def resolve_config(args: argparse.Namespace) -> ClosureConfig:
         data["gan"]["training"]["steps"] = args.steps
     if args.coverage is not None:
         data["report"]["coverage"] = args.coverage
+    if args.sampler is not None:
+        kind, _, path = args.sampler.partition(":")
+        data["gan"]["sampler"] = {"kind": kind, "path": path or None}
     if args.truth is not None:
         try:
             values = [float(v) for v in args.truth.split(",")]
@@ -239,6 +250,7 @@ def run_closure(
         "std_ratio": std_ratio,
         "replicas": model.n_replicas,
         "steps": steps_done,
+        "sampler": config.gan.sampler.model_dump(),
         "wall_s": time.perf_counter() - start,
         "case": experiment.case,
         "seed": config.data.seed,
@@ -276,6 +288,13 @@ def run_closure(
         summary["coverage"] = run_coverage(config, experiment, out / "coverage", config.report.coverage, progress)
         for level, c in summary["coverage"]["levels"].items():
             summary["targets_met"][f"coverage_{level}_in_target"] = c["pooled_in_target"]
+    if isinstance(model.sampler, Surrogate) and model.sampler.has_log_prob:
+        s_mle = surrogate_mle(model.sampler, experiment, data, ref["mle"])
+        summary["surrogate"] = {
+            "mle": s_mle,
+            "mle_offset_vs_exact": (s_mle - ref["mle"]) / post_sd,
+            "replica_mean_vs_surrogate_mle": (est_mean - s_mle) / post_sd,
+        }
     view = BinnedView(experiment, data, n_bins=config.data.n_bins)
     chi2 = float(view.chi2(torch.tensor(est_mean[None], dtype=torch.float64), kind="theory")[0])
     summary["chi2_at_estimate"] = {"chi2": chi2, "n_points": view.n_points}
@@ -330,7 +349,12 @@ def _report(s: dict[str, Any], plots: bool) -> str:
         "",
         f"{s['replicas']} bootstrap replicas trained together for {s['steps']} steps; "
         f"wall time {s['wall_s']:.0f} s (reference posterior {s['timing_s']['reference']:.0f} s, "
-        f"GAN fit {s['timing_s']['fit']:.0f} s). Event counts per dataset: {s['counts']}.",
+        f"GAN fit {s['timing_s']['fit']:.0f} s). Event counts per dataset: {s['counts']}. Generated events from "
+        + (
+            "the exact inverse-CDF sampler."
+            if s["sampler"]["kind"] == "exact"
+            else f"the {s['sampler']['kind']} surrogate `{s['sampler']['path']}`."
+        ),
         "",
         "`pull` = (replica mean - truth) / posterior sd; `std_ratio` = replica sd / posterior sd. "
         "The last column compares each replica with the exact MLE of its own bootstrap weights "
@@ -353,6 +377,12 @@ def _report(s: dict[str, Any], plots: bool) -> str:
         if s.get("bootstrap_std_ratio") is not None:
             ratio = np.round(np.asarray(s["bootstrap_std_ratio"], dtype=float), 2).tolist()
             lines.append(f"- exact bootstrap MLEs' sd / posterior sd (what the replicas' spread should be): {ratio}")
+    if "surrogate" in s:
+        off = np.round(np.asarray(s["surrogate"]["mle_offset_vs_exact"], dtype=float), 3).tolist()
+        lines.append(
+            f"- surrogate's own MLE (its density for the shapes) - exact MLE, in posterior sd: {off} "
+            "(the bias inherited from the surrogate)"
+        )
     t = s["timing_s"]
     lines.append(f"- GAN fit: {t['fit']:.0f} s wall, {t['fit_cpu']:.0f} CPU-s")
     lines.append("- targets: " + ", ".join(f"{k} **{'yes' if v else 'no'}**" for k, v in met.items()))

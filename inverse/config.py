@@ -21,6 +21,7 @@ __all__ = [
     "LossConfig",
     "OptimizerConfig",
     "ReportConfig",
+    "SamplerConfig",
     "SchedulerConfig",
     "TrainingConfig",
 ]
@@ -163,6 +164,29 @@ class TrainingConfig(StrictModel):
     progress: bool = True
 
 
+class SamplerConfig(StrictModel):
+    """Where the generated events come from: the exact inverse-CDF sampler or a saved surrogate.
+
+    ``kind: flow | gan | vae`` with ``path`` pointing to the ``model.pt`` written by ``python -m surrogates.train``
+    replaces the theory's sampler by the learned one; the file must hold that kind and have been trained for
+    the same parameters and datasets. The Poisson rate term and the natural-gradient metric still use the
+    theory's integrals (values of sigma, not its sampler).
+    """
+
+    kind: Literal["exact", "flow", "gan", "vae"] = "exact"
+    path: str | None = Field(None, description="surrogate model file (kind flow, gan or vae)")
+
+    @model_validator(mode="after")
+    def _check_path(self) -> SamplerConfig:
+        if self.kind != "exact" and not self.path:
+            raise ValueError(
+                f"path: a {self.kind} surrogate needs its model file (written by python -m surrogates.train)"
+            )
+        if self.kind == "exact" and self.path:
+            raise ValueError("path: only for a surrogate (set kind: flow, gan or vae, or drop path)")
+        return self
+
+
 class GANConfig(StrictModel):
     """The GAN inverse solver: models, losses, optimizers and training."""
 
@@ -177,6 +201,7 @@ class GANConfig(StrictModel):
     )
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    sampler: SamplerConfig = Field(default_factory=SamplerConfig)
 
     @model_validator(mode="before")
     @classmethod

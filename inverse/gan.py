@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from inverse.config import GANConfig
+from inverse.config import GANConfig, SamplerConfig
 from inverse.losses import GENERATOR_WEIGHT, discriminator_loss, generator_loss, gradient_penalty, rate_loss
 from inverse.models import EventDiscriminators, ParameterGenerator, event_features
 from inverse.stacked import replica_generator
@@ -25,10 +25,27 @@ from physics.datasets import Experiment
 from physics.likelihood import fisher_information
 from physics.pseudodata import EventData, poisson_replica_weights
 from physics.sampling import EventSampler
+from surrogates.base import SurrogateFileError
+from surrogates.io import load_surrogate
 
-__all__ = ["CPU_CHUNK", "InverseGAN"]
+__all__ = ["CPU_CHUNK", "InverseGAN", "build_sampler"]
 
 CPU_CHUNK = 25
+
+
+def build_sampler(config: SamplerConfig, experiment: Experiment) -> EventSampler:
+    """The event sampler named by ``gan.sampler``: the experiment's exact sampler or a saved surrogate.
+
+    Raises:
+        SurrogateFileError: the surrogate file is missing, damaged, of another kind, or for other physics.
+    """
+    if config.kind == "exact":
+        return experiment.sampler()
+    try:
+        model, _ = load_surrogate(config.path, kind=config.kind, physics=experiment.config)
+    except SurrogateFileError as err:
+        raise SurrogateFileError(f"gan.sampler.path: {err}") from None
+    return model
 
 
 class InverseGAN(nn.Module):
@@ -38,7 +55,8 @@ class InverseGAN(nn.Module):
         config: the GAN settings.
         experiment: datasets, luminosities and theory (for the rate term).
         data: the measured events, one array per dataset in the experiment's order.
-        sampler: event sampler (default: the experiment's exact inverse-CDF sampler).
+        sampler: event sampler (default: the one ``config.sampler`` names, the exact inverse-CDF sampler unless
+            a surrogate file is given).
         replicas: which replica indices to hold (default ``range(config.training.replicas)``); replica r has the
             same seeds, weights and initialization whatever the others are.
 
@@ -58,7 +76,7 @@ class InverseGAN(nn.Module):
         self.config = config
         self.experiment = experiment
         t = config.training
-        self.sampler = sampler if sampler is not None else experiment.sampler()
+        self.sampler = sampler if sampler is not None else build_sampler(config.sampler, experiment)
         if list(self.sampler.dataset_names) != experiment.names:
             raise ValueError(f"sampler datasets {self.sampler.dataset_names} differ from {experiment.names}")
         if list(data.names) != experiment.names:
@@ -152,10 +170,13 @@ class InverseGAN(nn.Module):
         t = self.config.training
         like = self.generator.offset
         noise, uniforms = [], [[] for _ in range(self.n_datasets)]
+        # The exact sampler takes one uniform per event; a surrogate may take several (a VAE's latent + noise).
+        extra = (self.sampler.noise_dim,) if self.sampler.noise_dim > 1 else ()
+        shape = (t.params_per_step, t.events_per_param, *extra)
         for g in self.rngs()[replicas]:
             noise.append(self.generator.draw_noise(t.params_per_step, g))
             for j in range(self.n_datasets):
-                u = torch.rand(t.params_per_step, t.events_per_param, generator=g, dtype=like.dtype, device=like.device)
+                u = torch.rand(shape, generator=g, dtype=like.dtype, device=like.device)
                 uniforms[j].append(u)
         return torch.stack(noise), [torch.stack(u) for u in uniforms]
 
@@ -163,9 +184,10 @@ class InverseGAN(nn.Module):
         """Events [r, B, n] of every dataset for parameters [r, B, D], from the sampler's base uniforms."""
         r, b, d = theta.shape
         flat = theta.reshape(r * b, d)
-        n = uniforms[0].shape[-1]
+        n = uniforms[0].shape[2]
         return [
-            self.sampler.sample(flat, n, j, noise=u.reshape(r * b, n)).reshape(r, b, n) for j, u in enumerate(uniforms)
+            self.sampler.sample(flat, n, j, noise=u.reshape(r * b, *u.shape[2:])).reshape(r, b, n)
+            for j, u in enumerate(uniforms)
         ]
 
     @torch.no_grad()

@@ -274,5 +274,7 @@ def fit_gan(
     module = GANModule(model)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+        # A surrogate event sampler is frozen in eval mode on purpose.
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training.*")
         trainer.fit(module, ckpt_path=ckpt)
     return module

@@ -47,11 +47,13 @@ class EventSampler(nn.Module, ABC):
     """Interface of every event generator: events of a dataset for a batch of parameter sets.
 
     Subclasses set ``dataset_names`` and implement :meth:`sample`; those with a density set
-    ``has_log_prob = True`` and implement :meth:`log_prob`.
+    ``has_log_prob = True`` and implement :meth:`log_prob`. ``noise_dim`` is the number of base uniforms per
+    event: ``noise`` is [B, n] when it is 1 (the exact sampler), [B, n, noise_dim] otherwise.
     """
 
     dataset_names: list[str]
     has_log_prob: bool = False
+    noise_dim: int = 1
 
     def dataset_index(self, dataset: int | str) -> int:
         """Position of ``dataset`` (index or name) in ``dataset_names``."""
@@ -80,7 +82,8 @@ class EventSampler(nn.Module, ABC):
             n: events per parameter set.
             dataset: dataset index or name.
             generator: random generator (on theta's device) for reproducibility.
-            noise: the sampler's base noise to use instead of fresh draws (common random numbers).
+            noise: the sampler's base uniforms to use instead of fresh draws (common random numbers), [B, n] or
+                [B, n, noise_dim].
 
         Returns:
             Events, [B, n], with the device and dtype of theta, differentiable with respect to theta.

@@ -1,7 +1,25 @@
 """Learned event generators (conditional normalizing flow, conditional GAN, VAE) that replace theory + sampler.
 
-They implement :class:`physics.sampling.EventSampler`, so an inverse solver can take any of them from its config.
-Filled in by the surrogate issue; importing this package has no side effects.
+Each implements :class:`physics.sampling.EventSampler`, so an inverse solver takes any of them from its config
+(``gan.sampler: {kind: flow, path: runs/surrogate-flow/model.pt}``). Layers inside: ``config`` -> ``base`` ->
+``flow`` / ``cgan`` / ``vae`` -> ``io``; ``simulate``, ``quality``, ``training`` and the ``train`` command sit on
+top. Importing this package has no side effects.
 """
 
-__all__: list[str] = []
+from surrogates.base import Surrogate, SurrogateFileError
+from surrogates.cgan import GANSurrogate
+from surrogates.config import SurrogateConfig
+from surrogates.flow import FlowSurrogate
+from surrogates.io import build_surrogate, load_surrogate
+from surrogates.vae import VAESurrogate
+
+__all__ = [
+    "FlowSurrogate",
+    "GANSurrogate",
+    "Surrogate",
+    "SurrogateConfig",
+    "SurrogateFileError",
+    "VAESurrogate",
+    "build_surrogate",
+    "load_surrogate",
+]

@@ -1,0 +1,278 @@
+"""What every learned event generator shares: coordinates, conditioning, base noise, and the model file.
+
+A surrogate is a :class:`physics.sampling.EventSampler` trained on exact events. It works in the dataset's
+log-scaled coordinate t = (log x - log x_min) / (log x_max - log x_min) in [0, 1], where every member of the PDF
+family is smooth. It reads the parameters scaled to [-1, 1] over the prior box, plus each flavour's share of the
+summed normalisations N_f / sum_g N_g: event shapes do not change under a common scale of the N_f, so the shares
+are what they depend on, and they stay well resolved where every N_f is small (there, the scaled parameters
+crowd into a corner of the box and the first surrogates were least accurate). Its base noise is
+``noise_dim`` uniforms per event, so a caller can pass common random numbers exactly as to the exact sampler.
+
+The model file (``model.pt``) holds the format tag, the surrogate kind, the full training config (whose
+``physics`` section fixes the parameters' box and the datasets) and the weights. :func:`load_surrogate`
+refuses a file of another kind, one trained for other parameters or datasets, and a damaged file, naming it.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from physics.config import PhysicsConfig
+from physics.sampling import EventSampler
+from surrogates.config import SurrogateConfig
+
+__all__ = ["FORMAT", "ConditionedMLP", "Surrogate", "SurrogateFileError", "activation", "physics_signature"]
+
+FORMAT = "qcdgip-surrogate/1"
+_ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+}
+
+
+class SurrogateFileError(ValueError):
+    """A surrogate model file is missing, damaged, or does not fit the requested kind or physics."""
+
+
+def activation(name: str) -> nn.Module:
+    """The activation module called ``name``."""
+    return _ACTIVATIONS[name]()
+
+
+def mlp(n_in: int, n_out: int, width: int, depth: int, act: str) -> nn.Sequential:
+    """Plain MLP with ``depth`` hidden layers of ``width``."""
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Linear(n_in if i == 0 else width, width), activation(act)]
+    layers.append(nn.Linear(width if depth else n_in, n_out))
+    return nn.Sequential(*layers)
+
+
+class ConditionedMLP(nn.Module):
+    """Per-event MLP modulated by the condition (FiLM: every hidden layer scaled and shifted).
+
+    The condition network runs once per parameter set, the per-event layers once per event, so sampling n
+    events for B parameter sets costs B large passes plus B n small ones.
+
+    Args:
+        n_in: per-event inputs.
+        n_out: per-event outputs.
+        n_context: condition inputs.
+        width: per-event hidden width.
+        depth: per-event hidden layers.
+        context_width: hidden width of the condition network (two hidden layers).
+        act: activation name.
+
+    References:
+        Perez et al., "FiLM: Visual Reasoning with a General Conditioning Layer", arXiv:1709.07871.
+    """
+
+    def __init__(
+        self, n_in: int, n_out: int, n_context: int, width: int, depth: int, context_width: int, act: str
+    ) -> None:
+        super().__init__()
+        self.width, self.depth = width, depth
+        self.film = mlp(n_context, 2 * width * depth, context_width, 2, act)
+        # Start as an unconditioned network: zero modulation.
+        nn.init.zeros_(self.film[-1].weight)
+        nn.init.zeros_(self.film[-1].bias)
+        self.layers = nn.ModuleList([nn.Linear(n_in if i == 0 else width, width) for i in range(depth)])
+        self.act = activation(act)
+        self.out = nn.Linear(width, n_out)
+
+    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        """X [B, n, n_in], context [B, n_context] -> [B, n, n_out]."""
+        mod = self.film(context).view(-1, self.depth, 2, 1, self.width)
+        h = x
+        for i, layer in enumerate(self.layers):
+            h = self.act(layer(h) * (1.0 + mod[:, i, 0]) + mod[:, i, 1])
+        return self.out(h)
+
+
+def physics_signature(physics: PhysicsConfig) -> dict[str, Any]:
+    """The parts of the physics config a surrogate depends on (the truth and the cases do not matter)."""
+    return {
+        "flavors": list(physics.flavors),
+        "parameters": [(p.name, p.low, p.high) for p in physics.parameters],
+        "observables": [o.model_dump() for o in physics.observables],
+        "datasets": [d.model_dump() for d in physics.datasets],
+    }
+
+
+class Surrogate(EventSampler):
+    """Base of the learned event generators.
+
+    Args:
+        config: the training config (its ``physics`` section fixes box and datasets).
+
+    Subclasses implement :meth:`sample_t` (and :meth:`log_prob_t` if they have a density) and
+    :meth:`training_loss` (the cGAN trains adversarially instead).
+    """
+
+    kind: str = ""
+    noise_dim: int = 1
+
+    def __init__(self, config: SurrogateConfig) -> None:
+        super().__init__()
+        self.config = config
+        physics = config.physics
+        self.dataset_names = [d.name for d in physics.datasets]
+        self.n_params = len(physics.parameters)
+        self.n_datasets = len(physics.datasets)
+        self.norm_index = [3 * f for f in range(len(physics.flavors))]  # (N, a, b) per flavour
+        self.n_context = self.n_params + len(self.norm_index)
+        self.register_buffer("low", torch.tensor(physics.low))
+        self.register_buffer("high", torch.tensor(physics.high))
+        self.register_buffer("log_min", torch.tensor([d.x_min for d in physics.datasets]).log())
+        self.register_buffer("log_max", torch.tensor([d.x_max for d in physics.datasets]).log())
+
+    # -- coordinates ------------------------------------------------------------------------------------------
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the weights."""
+        return self.low.dtype
+
+    def context(self, theta: Tensor) -> Tensor:
+        """Network input [B, D + F]: parameters scaled to [-1, 1] over the box and normalisation shares (2 s - 1)."""
+        if theta.dim() != 2 or theta.shape[1] != self.n_params:
+            raise ValueError(f"theta must have shape [B, {self.n_params}], got {tuple(theta.shape)}")
+        theta = theta.to(self.dtype)
+        scaled = 2.0 * (theta - self.low) / (self.high - self.low) - 1.0
+        norms = theta[:, self.norm_index].clamp_min(0.0)
+        total = norms.sum(-1, keepdim=True)
+        safe = torch.where(total > 0, total, torch.ones_like(total))
+        shares = torch.where(total > 0, norms / safe, torch.full_like(norms, 1.0 / len(self.norm_index)))
+        return torch.cat([scaled, 2.0 * shares - 1.0], dim=-1)
+
+    def one_hot(self, j: int, n: int) -> Tensor:
+        """Dataset indicator [n, J]."""
+        out = torch.zeros(n, self.n_datasets, dtype=self.dtype, device=self.low.device)
+        out[:, j] = 1.0
+        return out
+
+    def to_t(self, x: Tensor, j: int) -> Tensor:
+        """X -> t in [0, 1] (log-scaled position in dataset j's range)."""
+        return (torch.log(x) - self.log_min[j]) / (self.log_max[j] - self.log_min[j])
+
+    def from_t(self, t: Tensor, j: int) -> Tensor:
+        """T -> x, clamped to dataset j's range."""
+        lo, hi = self.log_min[j], self.log_max[j]
+        return torch.exp(lo + t * (hi - lo)).clamp(torch.exp(lo), torch.exp(hi))
+
+    def log_dt_dx(self, x: Tensor, j: int) -> Tensor:
+        """Log |dt/dx| = -log(x (log x_max - log x_min))."""
+        return -torch.log(x) - torch.log(self.log_max[j] - self.log_min[j])
+
+    # -- sampling ---------------------------------------------------------------------------------------------
+    def base_noise(self, n_batch: int, n: int, generator: torch.Generator | None, noise: Tensor | None) -> Tensor:
+        """Uniform base noise [B, n, noise_dim], fresh or from ``noise`` ([B, n] or [B, n, noise_dim])."""
+        shape = (n_batch, n, self.noise_dim)
+        if noise is None:
+            return torch.rand(shape, generator=generator, dtype=self.dtype, device=self.low.device)
+        if noise.dim() == 2 and self.noise_dim == 1:
+            noise = noise[..., None]
+        if tuple(noise.shape) != shape:
+            raise ValueError(
+                f"noise must have shape {shape[:2] if self.noise_dim == 1 else shape}, got {tuple(noise.shape)}"
+            )
+        return noise.detach().to(dtype=self.dtype, device=self.low.device)
+
+    def sample(
+        self,
+        theta: Tensor,
+        n: int,
+        dataset: int | str,
+        *,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
+        """Draw n events of ``dataset`` per parameter set, reparameterised; returns [B, n] in theta's dtype."""
+        j = self.dataset_index(dataset)
+        ctx = self.context(theta)
+        u = self.base_noise(theta.shape[0], n, generator, noise)
+        x = self.from_t(self.sample_t(ctx, u, j), j)
+        return x.to(theta.dtype)
+
+    def log_prob(self, x: Tensor, theta: Tensor, dataset: int | str) -> Tensor:
+        """Normalized log density of events x ([B, n] or [n]) per parameter set; -inf outside the range."""
+        if not self.has_log_prob:
+            return super().log_prob(x, theta, dataset)
+        j = self.dataset_index(dataset)
+        ctx = self.context(theta)
+        xs = x.to(self.dtype)
+        if xs.dim() == 1:
+            xs = xs.expand(ctx.shape[0], -1)
+        lo, hi = torch.exp(self.log_min[j]), torch.exp(self.log_max[j])
+        inside = (xs >= lo) & (xs <= hi)
+        xs = torch.where(inside, xs, torch.full_like(xs, 0.5) * (lo + hi))
+        values = self.log_prob_t(self.to_t(xs, j).clamp(0.0, 1.0), ctx, j) + self.log_dt_dx(xs, j)
+        return torch.where(inside, values, torch.full_like(values, -torch.inf)).to(x.dtype)
+
+    @abstractmethod
+    def sample_t(self, context: Tensor, u: Tensor, j: int) -> Tensor:
+        """T [B, n] of dataset j from base uniforms u [B, n, noise_dim] and the context [B, D]."""
+
+    def log_prob_t(self, t: Tensor, context: Tensor, j: int) -> Tensor:
+        """Log density of t [B, n] (surrogates with a density only)."""
+        raise NotImplementedError(f"{type(self).__name__} has no log_prob")
+
+    def training_loss(self, context: Tensor, t: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Mean loss on exact events t [B, J, n] of the parameter sets in ``context`` (likelihood-trained kinds).
+
+        ``generator`` seeds any noise the loss draws (the VAE's encoder samples), so resumed training repeats it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} trains adversarially")
+
+    # -- files ------------------------------------------------------------------------------------------------
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write the model file (atomically): format, kind, config and weights, plus ``extra`` metadata."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        blob = {"format": FORMAT, "kind": self.kind, "config": self.config.model_dump(), "state_dict": state}
+        blob["extra"] = extra or {}
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(blob, tmp)
+        tmp.replace(path)
+        return path
+
+
+def read_model_file(path: str | Path) -> dict[str, Any]:
+    """The raw contents of a surrogate model file, checked for the format tag and the keys it needs."""
+    path = Path(path)
+    if not path.is_file():
+        raise SurrogateFileError(f"{path}: surrogate model file not found (train one with python -m surrogates.train)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise SurrogateFileError(
+            f"{path}: not a readable surrogate model file (damaged, truncated, or not written by surrogates.train): "
+            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ) from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+        raise SurrogateFileError(f"{path}: not a surrogate model file of format {FORMAT!r} (found {found!r})")
+    missing = [k for k in ("kind", "config", "state_dict") if k not in blob]
+    if missing:
+        raise SurrogateFileError(f"{path}: surrogate model file lacks {missing}")
+    return blob
+
+
+def check_physics(path: str | Path, trained: PhysicsConfig, wanted: PhysicsConfig) -> None:
+    """Raise :class:`SurrogateFileError` if the surrogate was trained for other parameters or datasets."""
+    a, b = physics_signature(trained), physics_signature(wanted)
+    diff = [k for k in a if a[k] != b[k]]
+    if diff:
+        details = "; ".join(f"{k}: file {a[k]} vs config {b[k]}" for k in diff)
+        raise SurrogateFileError(
+            f"{path}: the surrogate was trained for other physics ({', '.join(diff)} differ). {details[:600]}"
+        )
