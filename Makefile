@@ -9,7 +9,7 @@ OUT ?= runs/closure
 ARGS ?= --resume
 NOT_SLOW := not slow and not mpi and not slurm and not gpu
 
-.PHONY: venv closure reference surrogate closure-surrogate test test-slow lint format bench peers clean
+.PHONY: venv closure reference surrogate closure-surrogate vaim vaim-pdf test test-slow lint format bench peers clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,16 @@ surrogate: $(STAMP)  ## train a surrogate event generator (KIND=flow|gan|vae) an
 closure-surrogate: $(STAMP)  ## the closure test with the trained surrogate (make surrogate first) as event sampler
 	$(PY) -m inverse.closure --config configs/closure_gan.yaml --sampler $(KIND):runs/surrogate-$(KIND)/model.pt \
 		--out runs/closure-$(KIND) $(ARGS)
+
+PROBLEM ?= x2
+vaim: $(STAMP)  ## VAIM: train and draw every solution (PROBLEM=x2|sin|circle|pdf_shapes|pdf_counts)
+	$(PY) -m inverse.vaim --config configs/vaim_$(PROBLEM).yaml --out runs/vaim-$(PROBLEM) $(ARGS)
+
+vaim-pdf: $(STAMP)  ## VAIM on the PDF toy, shapes only and shapes + counts, and one plot of both (~5 min)
+	$(PY) -m inverse.vaim --config configs/vaim_pdf_shapes.yaml --out runs/vaim-pdf_shapes $(ARGS)
+	$(PY) -m inverse.vaim --config configs/vaim_pdf_counts.yaml --out runs/vaim-pdf_counts $(ARGS)
+	$(PY) -m inverse.vaim --compare runs/vaim-pdf_shapes runs/vaim-pdf_counts --labels "shapes only" \
+		"shapes + counts" --out runs/vaim-pdf-compare.png
 
 test: $(STAMP)  ## fast tests (~2 min on 2 cores)
 	$(PY) -m pytest -m "$(NOT_SLOW)"

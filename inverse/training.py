@@ -29,7 +29,17 @@ from inverse.config import OptimizerConfig, SchedulerConfig
 from inverse.gan import InverseGAN
 from inverse.natural import NaturalGradient
 
-__all__ = ["GANModule", "NonFiniteLossError", "StepCheckpoint", "fit_gan", "make_optimizer", "schedule"]
+__all__ = [
+    "GANModule",
+    "NonFiniteLossError",
+    "StepBar",
+    "StepCheckpoint",
+    "StepsDataset",
+    "fit_gan",
+    "make_optimizer",
+    "schedule",
+    "step_trainer",
+]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -69,8 +79,8 @@ def schedule(config: SchedulerConfig, steps: int) -> Any:
     return factor
 
 
-class _Steps(IterableDataset):
-    """Endless step indices: the GAN draws its own events, Lightning only needs something to iterate."""
+class StepsDataset(IterableDataset):
+    """Endless step indices: the model draws its own minibatches, Lightning only needs something to iterate."""
 
     def __iter__(self) -> Iterator[int]:
         return itertools.count()
@@ -79,6 +89,8 @@ class _Steps(IterableDataset):
 class GANModule(L.LightningModule):
     """Lightning wrapper of :class:`InverseGAN` (manual optimization of generator and discriminators)."""
 
+    progress_label = "GAN steps"
+
     def __init__(self, model: InverseGAN) -> None:
         super().__init__()
         self.model = model
@@ -86,9 +98,19 @@ class GANModule(L.LightningModule):
         self.step_seconds: list[float] = []
         self._last_finite: dict[str, float] = {}
 
+    @property
+    def steps_done(self) -> int:
+        """Steps trained so far (restored from checkpoints)."""
+        return int(self.model.step_count)
+
+    @property
+    def steps_total(self) -> int:
+        """Steps to train."""
+        return self.model.config.training.steps
+
     def train_dataloader(self) -> DataLoader:
         """Step indices (the data live in the model)."""
-        return DataLoader(_Steps(), batch_size=None)
+        return DataLoader(StepsDataset(), batch_size=None)
 
     def configure_optimizers(self) -> Any:
         """Adam (or the configured optimizer) for each player, with the configured schedule."""
@@ -112,7 +134,7 @@ class GANModule(L.LightningModule):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         """End the (single, endless) epoch once the configured number of steps is done."""
-        return -1 if int(self.model.step_count) >= self.model.config.training.steps else None
+        return -1 if self.steps_done >= self.steps_total else None
 
     def _check(self, loss: Tensor, player: str) -> None:
         if bool(torch.isfinite(loss).all()):
@@ -178,7 +200,10 @@ class GANModule(L.LightningModule):
 
 
 class StepCheckpoint(L.Callback):
-    """Write ``last.ckpt`` (atomically) every ``every`` GAN steps and at the end of training."""
+    """Write ``last.ckpt`` (atomically) every ``every`` steps and at the end of training.
+
+    Works with any module exposing ``steps_done`` and ``steps_total`` (the GAN's and VAIM's).
+    """
 
     def __init__(self, directory: str | Path, every: int) -> None:
         self.directory = Path(directory)
@@ -190,33 +215,95 @@ class StepCheckpoint(L.Callback):
         trainer.save_checkpoint(tmp)
         os.replace(tmp, self.directory / "last.ckpt")
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: GANModule, *args: Any) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
         """Checkpoint on schedule."""
-        step = int(pl_module.model.step_count)
-        if step % self.every == 0 or step == pl_module.model.config.training.steps:
+        step = pl_module.steps_done
+        if step % self.every == 0 or step == pl_module.steps_total:
             self._save(trainer)
 
 
-class _StepBar(TQDMProgressBar):
-    """Progress bar over GAN steps (the endless epoch has no length of its own)."""
+class StepBar(TQDMProgressBar):
+    """Progress bar over training steps (the endless epoch has no length of its own).
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: GANModule) -> None:
+    Works with any module exposing ``steps_done``, ``steps_total`` and ``progress_label``.
+    """
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        """Size the bar by the steps to train and start it where a resumed run stands."""
         super().on_train_epoch_start(trainer, pl_module)
-        self.train_progress_bar.reset(total=pl_module.model.config.training.steps)
-        self.train_progress_bar.initial = int(pl_module.model.step_count)
-        self.train_progress_bar.set_description("GAN steps")
+        self.train_progress_bar.reset(total=pl_module.steps_total)
+        self.train_progress_bar.initial = pl_module.steps_done
+        self.train_progress_bar.set_description(pl_module.progress_label)
 
-    def get_metrics(self, trainer: L.Trainer, pl_module: GANModule) -> dict[str, Any]:
+    def get_metrics(self, trainer: L.Trainer, pl_module: Any) -> dict[str, Any]:
+        """Lightning's metrics without the logger version."""
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
         return metrics
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: GANModule, *args: Any) -> None:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+        """Advance to the module's step count."""
         bar = self.train_progress_bar
-        bar.n = int(pl_module.model.step_count)
+        bar.n = pl_module.steps_done
         if bar.n % max(1, self.refresh_rate) == 0 or bar.n == bar.total:
             bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
             bar.refresh()
+
+
+def step_trainer(
+    directory: Path | None,
+    *,
+    accelerator: str,
+    dtype: str,
+    log_every: int,
+    checkpoint_every: int,
+    progress: bool,
+    resume: bool,
+    callbacks: list[L.Callback] | None = None,
+) -> tuple[L.Trainer, str | None]:
+    """A one-device Lightning trainer for step-counted training, with checkpoints, progress bar and CSV log.
+
+    Args:
+        directory: where ``checkpoints/last.ckpt`` and Lightning's CSV log go (None: nowhere).
+        accelerator: ``auto``, ``cpu``, ``gpu``/``cuda`` or ``mps``.
+        dtype: ``float32`` or ``float64`` (Lightning's precision).
+        log_every: steps between log rows and progress-bar updates.
+        checkpoint_every: steps between checkpoints.
+        progress: show a progress bar.
+        resume: continue from ``directory/checkpoints/last.ckpt`` if it exists.
+        callbacks: extra callbacks.
+
+    Returns:
+        (trainer, checkpoint path to pass to ``fit`` or None).
+    """
+    # Lightning's advertising tip and checkpoint chatter are noise in a CLI; warnings still show.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").setLevel(logging.WARNING)
+    callbacks = list(callbacks or [])
+    if progress:
+        callbacks.append(StepBar(refresh_rate=max(1, log_every)))
+    ckpt = None
+    if directory is not None:
+        directory = Path(directory)
+        callbacks.append(StepCheckpoint(directory / "checkpoints", checkpoint_every))
+        last = directory / "checkpoints" / "last.ckpt"
+        ckpt = str(last) if resume and last.is_file() else None
+    trainer = L.Trainer(
+        accelerator={"cuda": "gpu"}.get(accelerator, accelerator),
+        devices=1,
+        max_epochs=1,
+        max_steps=-1,
+        precision="64-true" if dtype == "float64" else "32-true",
+        # A new CSV version per (re)start: a resumed run must not delete the metrics logged before the interruption.
+        logger=CSVLogger(directory, name="lightning_logs") if directory is not None else False,
+        log_every_n_steps=log_every,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+    )
+    return trainer, ckpt
 
 
 def fit_gan(
@@ -242,33 +329,14 @@ def fit_gan(
         NonFiniteLossError: a loss became NaN or infinite (the last checkpoint is kept).
     """
     t = model.config.training
-    # Lightning's advertising tip and checkpoint chatter are noise in a CLI; warnings still show.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").setLevel(logging.WARNING)
-    callbacks = list(callbacks or [])
-    show = t.progress if progress is None else progress
-    if show:
-        callbacks.append(_StepBar(refresh_rate=max(1, t.log_every)))
-    ckpt = None
-    if directory is not None:
-        directory = Path(directory)
-        callbacks.append(StepCheckpoint(directory / "checkpoints", t.checkpoint_every))
-        last = directory / "checkpoints" / "last.ckpt"
-        ckpt = str(last) if resume and last.is_file() else None
-    accelerator = {"cuda": "gpu"}.get(t.accelerator, t.accelerator)
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        max_epochs=1,
-        max_steps=-1,
-        precision="64-true" if t.dtype == "float64" else "32-true",
-        # A new CSV version per (re)start: a resumed run must not delete the metrics logged before the interruption.
-        logger=CSVLogger(directory, name="lightning_logs") if directory is not None else False,
-        log_every_n_steps=t.log_every,
-        enable_checkpointing=False,
-        enable_progress_bar=show,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+    trainer, ckpt = step_trainer(
+        None if directory is None else Path(directory),
+        accelerator=t.accelerator,
+        dtype=t.dtype,
+        log_every=t.log_every,
+        checkpoint_every=t.checkpoint_every,
+        progress=t.progress if progress is None else progress,
+        resume=resume,
         callbacks=callbacks,
     )
     module = GANModule(model)

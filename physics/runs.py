@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -25,8 +26,9 @@ import yaml
 from pydantic import BaseModel
 
 from physics._version import __version__
+from physics.config import load_yaml, parse_config
 
-__all__ = ["format_table", "open_run_dir", "to_jsonable", "write_json", "write_yaml"]
+__all__ = ["format_table", "open_run_dir", "prepare_run_dir", "to_jsonable", "write_json", "write_yaml"]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -102,6 +104,47 @@ def open_run_dir(out: str | Path, config: BaseModel, command: str) -> tuple[Path
     }
     logger.info("run directory %s (%s %s)", out, command, " ".join(sys.argv[1:]))
     return out, logger, provenance
+
+
+def prepare_run_dir(
+    out: Path,
+    config: BaseModel,
+    resume: bool,
+    overwrite: bool,
+    outputs: Sequence[str],
+    free_sections: Sequence[str] = (),
+) -> None:
+    """Guard a run directory of a training command: an existing run is resumed or overwritten, never mixed.
+
+    Args:
+        out: the run directory (``checkpoints/`` or ``model.pt`` inside mark a started run).
+        config: the validated config of the new run; ``out/config.yaml`` is read back as the same model.
+        resume: continue the run: its config must match except in ``free_sections``.
+        overwrite: start over: checkpoints, Lightning logs and ``outputs`` are deleted first.
+        outputs: file names the command writes.
+        free_sections: top-level sections that only change what is measured after training.
+
+    Raises:
+        ValueError: a started run without ``resume`` or ``overwrite``, or ``resume`` with another config.
+    """
+    saved = out / "config.yaml"
+    started = (out / "checkpoints").exists() or (out / "model.pt").exists()
+    if resume:
+        if saved.is_file():
+            old = parse_config(type(config), load_yaml(saved), str(saved)).model_dump()
+            new = config.model_dump()
+            keys = old.keys() | new.keys()
+            diff = sorted(k for k in keys if k not in free_sections and old.get(k) != new.get(k))
+            if diff:
+                raise ValueError(f"{saved}: --resume needs the same config; differing sections: {diff}")
+        return
+    if started and not overwrite:
+        raise ValueError(f"{out}: holds a run already; use --resume to continue it or --overwrite to start over")
+    if overwrite:
+        for sub in ("checkpoints", "lightning_logs"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+        for name in outputs:
+            (out / name).unlink(missing_ok=True)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt: str = ".4g") -> str:

@@ -17,7 +17,6 @@ parameter sets and write ``summary.json``, ``report.md``, ``densities.png``, ``t
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ import numpy as np
 import torch
 
 from physics.config import load_yaml, parse_config
-from physics.runs import format_table, open_run_dir, write_json
+from physics.runs import format_table, open_run_dir, prepare_run_dir, write_json
 from surrogates.base import physics_signature
 from surrogates.config import SurrogateConfig
 from surrogates.io import build_surrogate
@@ -76,28 +75,6 @@ def resolve_config(args: argparse.Namespace) -> SurrogateConfig:
     if args.eval_samples is not None:
         data["evaluation"]["n_samples"] = args.eval_samples
     return parse_config(SurrogateConfig, data, "command line") if data != config.model_dump() else config
-
-
-def _prepare_directory(out: Path, config: SurrogateConfig, resume: bool, overwrite: bool) -> None:
-    """An existing run is resumed with the same training config or overwritten, never mixed."""
-    saved = out / "config.yaml"
-    started = (out / "checkpoints").exists() or (out / "model.pt").exists()
-    if resume:
-        if saved.is_file():
-            old = parse_config(SurrogateConfig, load_yaml(saved), str(saved)).model_dump()
-            new = config.model_dump()
-            # Evaluation settings only change what is measured after training.
-            diff = sorted(k for k in old.keys() | new.keys() if k != "evaluation" and old.get(k) != new.get(k))
-            if diff:
-                raise ValueError(f"{saved}: --resume needs the same config; differing sections: {diff}")
-        return
-    if started and not overwrite:
-        raise ValueError(f"{out}: holds a run already; use --resume to continue it or --overwrite to start over")
-    if overwrite:
-        for sub in ("checkpoints", "lightning_logs"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-        for name in (*_OUTPUTS, "training_set.pt"):
-            (out / name).unlink(missing_ok=True)
 
 
 def training_set(config: SurrogateConfig, out: Path, progress: bool) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -148,7 +125,8 @@ def train_surrogate(
     """Simulate, train, save ``model.pt`` and judge the surrogate; returns the summary (also in summary.json)."""
     start = time.perf_counter()
     out = Path(out)
-    _prepare_directory(out, config, resume, overwrite)
+    # Evaluation settings only change what is measured after training.
+    prepare_run_dir(out, config, resume, overwrite, (*_OUTPUTS, "training_set.pt"), free_sections=("evaluation",))
     out, log, provenance = open_run_dir(out, config, "surrogates.train")
     torch.manual_seed(config.training.seed)
     theta, t, reused = training_set(config, out, progress)
