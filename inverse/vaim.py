@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from inverse.stacked import activation
 from inverse.vaim_config import VAIMConfig
 
-__all__ = ["VAIM", "ResidualMLP", "gaussian_kl", "reparameterize"]
+__all__ = ["VAIM", "ResidualMLP", "gaussian_kl", "reparameterize", "transform_observables"]
 
 
 class ResidualMLP(nn.Module):
@@ -75,6 +75,15 @@ def gaussian_kl(mu: Tensor, log_var: Tensor) -> Tensor:
     return 0.5 * (mu**2 + torch.exp(log_var) - 1.0 - log_var).sum(-1)
 
 
+def transform_observables(y: Tensor, log: bool) -> Tensor:
+    """Observables before standardization: y, or log(1 + y) when ``log`` (``model.log_observables``)."""
+    if not log:
+        return y
+    if bool((y < 0).any()):
+        raise ValueError("model.log_observables needs observables >= 0")
+    return torch.log1p(y)
+
+
 class VAIM(nn.Module):
     """Encoder x -> (y_hat, mu, log_var) and decoder (y, z) -> x, with the problem's scalings as buffers.
 
@@ -113,11 +122,7 @@ class VAIM(nn.Module):
 
     def transform_y(self, y: Tensor) -> Tensor:
         """Observables before standardization: y, or log(1 + y) with ``model.log_observables``."""
-        if not self.config.model.log_observables:
-            return y
-        if bool((y < 0).any()):
-            raise ValueError("model.log_observables needs observables >= 0")
-        return torch.log1p(y)
+        return transform_observables(y, self.config.model.log_observables)
 
     def scale_y(self, y: Tensor) -> Tensor:
         """Observables (transformed and) standardized by their training moments."""

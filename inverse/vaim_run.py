@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from inverse.problems import Simulator, check_simulator, load_simulator
-from inverse.vaim import VAIM
+from inverse.vaim import VAIM, transform_observables
 from inverse.vaim_config import NoiseConfig, VAIMConfig
 from inverse.vaim_training import LOSS_TERMS, NonFiniteVAIMLossError, fit_vaim
 from physics.config import load_yaml, parse_config
@@ -274,7 +274,7 @@ def run_vaim(
     theta, y = simulate_pairs(config, simulator, t.n_train, t.seed + 1)
     sim_s = time.perf_counter() - t_sim
     log.info("simulated %d pairs (%d parameters -> %d observables) in %.1f s", len(theta), theta.shape[1], m, sim_s)
-    moments = VAIM(config, m, torch.zeros(m), torch.ones(m)).transform_y(y)
+    moments = transform_observables(y, config.model.log_observables)
     model = VAIM(config, m, moments.mean(0), moments.std(0))
     xs, ys = model.scale_x(theta).float(), model.scale_y(y).float()
     t_fit, cpu_fit = time.perf_counter(), time.process_time()
