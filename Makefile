@@ -9,7 +9,7 @@ OUT ?= runs/closure
 ARGS ?= --resume
 NOT_SLOW := not slow and not mpi and not slurm and not gpu
 
-.PHONY: venv closure reference surrogate closure-surrogate vaim vaim-pdf test test-slow lint format bench peers clean
+.PHONY: venv closure reference surrogate closure-surrogate vaim vaim-pdf hpo test test-slow lint format bench peers clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,10 +43,17 @@ vaim-pdf: $(STAMP)  ## VAIM on the PDF toy, shapes only and shapes + counts, and
 	$(PY) -m inverse.vaim --compare runs/vaim-pdf_shapes runs/vaim-pdf_counts --labels "shapes only" \
 		"shapes + counts" --out runs/vaim-pdf-compare.png
 
+HPO ?= gan
+EVALUATOR ?= serial
+WORKERS ?= 2
+hpo: $(STAMP)  ## hyperparameter search (HPO=gan|quick|vaim, EVALUATOR=serial|thread|process|mpi, WORKERS=N)
+	$(PY) -m hpo.search --config configs/hpo_$(HPO).yaml --out runs/hpo-$(HPO) --evaluator $(EVALUATOR) \
+		--workers $(WORKERS) $(HPO_ARGS)
+
 test: $(STAMP)  ## fast tests (~2 min on 2 cores)
 	$(PY) -m pytest -m "$(NOT_SLOW)"
 
-test-slow: $(STAMP)  ## slow statistical checks (and later mpi / slurm ones)
+test-slow: $(STAMP)  ## slow statistical checks and the real MPI searches (mpiexec)
 	$(PY) -m pytest -m "slow or mpi or slurm or gpu"
 
 lint: $(STAMP)
@@ -61,6 +68,7 @@ bench: $(STAMP)  ## benchmarks print JSON (peers: make peers)
 	$(PY) benchmarks/sampler.py
 	$(PY) benchmarks/replicas.py
 	$(PY) benchmarks/losses.py
+	$(PY) benchmarks/hpo.py
 
 peers: $(STAMP)  ## the GAN, the MCMC posterior and sbi's NPE on the same data (installs the peers extra)
 	$(VENV)/bin/pip install -q -c constraints.txt -e ".[peers]"

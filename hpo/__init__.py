@@ -1,6 +1,28 @@
-"""Hyperparameter optimisation: DeepHyper CBO over MPI scored by NNPDF-style k-fold losses, and ensembles.
+"""Hyperparameter optimisation: DeepHyper CBO over MPI, each trial scored by NNPDF-style k-fold losses.
 
-Filled in by the HPO issue. Importing this package never initializes MPI.
+Modules: ``hpo.kfold`` (folds of datasets left out by masks, R replicas each), ``hpo.losses`` (``HyperLoss``:
+loss types and statistics), ``hpo.penalties``, ``hpo.config`` (the search runcard and its space), ``hpo.trial``
+(DeepHyper's run function) and ``hpo.search`` (``python -m hpo.search``). Importing this package never
+initializes MPI: DeepHyper and mpi4py are imported when a search starts.
 """
 
-__all__: list[str] = []
+from hpo.kfold import FoldResult, KFoldConfig, Partition, fold_masks, run_gan_folds, run_vaim_folds
+from hpo.losses import LOSS_TYPES, STATISTICS, FoldPoints, HyperLoss, HyperLossResult
+from hpo.penalties import PENALTIES, patience, saturation
+
+__all__ = [
+    "LOSS_TYPES",
+    "PENALTIES",
+    "STATISTICS",
+    "FoldPoints",
+    "FoldResult",
+    "HyperLoss",
+    "HyperLossResult",
+    "KFoldConfig",
+    "Partition",
+    "fold_masks",
+    "patience",
+    "run_gan_folds",
+    "run_vaim_folds",
+    "saturation",
+]

@@ -59,9 +59,14 @@ class InverseGAN(nn.Module):
             a surrogate file is given).
         replicas: which replica indices to hold (default ``range(config.training.replicas)``); replica r has the
             same seeds, weights and initialization whatever the others are.
+        dataset_mask: which datasets each replica fits, [R, J] or [J] of 0/1 (default: all). A k-fold fit
+            (``hpo.kfold``) masks its held-out datasets: their discriminator, adversarial and rate terms and their
+            part of the natural-gradient metric are multiplied by 0, so every replica keeps the same shapes
+            and several folds train in one model.
 
     Raises:
-        ValueError: datasets do not match, a dataset has no events, or replica indices are invalid.
+        ValueError: datasets do not match, a dataset has no events, replica indices are invalid, or a replica's
+            mask leaves no dataset to fit.
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class InverseGAN(nn.Module):
         data: EventData,
         sampler: EventSampler | None = None,
         replicas: Sequence[int] | None = None,
+        dataset_mask: Tensor | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -105,6 +111,11 @@ class InverseGAN(nn.Module):
             mean.append(feats.mean(0))
             std.append(feats.std(0).clamp_min(1e-6) if len(xt) > 1 else torch.ones_like(feats[0]))
         self.register_buffer("observed", torch.stack([w[index].sum(-1) for w in weights], -1), persistent=False)
+        mask = torch.ones(len(ids), self.n_datasets) if dataset_mask is None else torch.as_tensor(dataset_mask)
+        mask = mask.to(torch.float64).expand(len(ids), self.n_datasets).clone()
+        if not bool(((mask == 0) | (mask == 1)).all()) or bool((mask.sum(-1) == 0).any()):
+            raise ValueError("dataset_mask: each entry must be 0 or 1, and every replica must fit at least one dataset")
+        self.register_buffer("fit_mask", mask, persistent=False)
 
         theory = experiment.theory
         self.generator = ParameterGenerator(config.generator, theory.low, theory.high, ids, t.seed)
@@ -238,37 +249,46 @@ class InverseGAN(nn.Module):
         theta = self.generator(noise, replicas)
         events = self.simulate(theta, uniforms)
         observed = self.observed[replicas]
+        mask = self.fit_mask[replicas]
         weight = GENERATOR_WEIGHT[loss_cfg.kind] / k
         total = theta.new_zeros(theta.shape[0])
         for j, x in enumerate(events):
             out = self.discriminators(self._generated_sets(x), j, replicas)
-            total = total + weight * observed[:, j] * generator_loss(loss_cfg.kind, out, loss_cfg.logit_clip)
+            term = weight * observed[:, j] * generator_loss(loss_cfg.kind, out, loss_cfg.logit_clip)
+            total = total + mask[:, j] * term
         if loss_cfg.rate:
             r, b, d = theta.shape
             expected = self.experiment.expected_counts(theta.reshape(r * b, d)).reshape(r, b, -1)
-            total = total + rate_loss(expected, observed)
+            total = total + rate_loss(expected, observed, mask)
         return total, theta.detach(), [x.detach() for x in events]
 
     def discriminator_loss(self, events: list[Tensor], replicas: slice) -> Tensor:
         """Discriminator objective per replica, [r], on generated events [r, B, n] per dataset."""
-        loss_cfg = self.config.loss
+        mask = self.fit_mask[replicas]
         total = events[0].new_zeros(events[0].shape[0])
         for j, x in enumerate(events):
-            fake_sets = self._generated_sets(x)
-            fake = self.discriminators(fake_sets, j, replicas)
-            real_sets, real_weights = self._data_sets(j, replicas)
-            real = self.discriminators(real_sets, j, replicas)
-            total = total + discriminator_loss(loss_cfg.kind, real, fake, real_weights)
-            if loss_cfg.kind == "wgan_gp" and loss_cfg.gp_weight > 0:
-                real_gp = self._sampled_data_sets(j, replicas, fake_sets.shape[1])
-                mix = torch.stack(
-                    [
-                        torch.rand(fake_sets.shape[1], 1, generator=g, dtype=x.dtype, device=x.device)
-                        for g in self.rngs()[replicas]
-                    ]
-                )
-                critic = lambda s, j=j: self.discriminators(s, j, replicas)  # noqa: E731
-                total = total + loss_cfg.gp_weight * gradient_penalty(critic, real_gp, fake_sets, mix)
+            term = self._dataset_discriminator_loss(j, x, replicas)
+            total = total + mask[:, j] * term
+        return total
+
+    def _dataset_discriminator_loss(self, j: int, x: Tensor, replicas: slice) -> Tensor:
+        """Discriminator j's objective per replica, [r], on generated events [r, B, n]."""
+        loss_cfg = self.config.loss
+        fake_sets = self._generated_sets(x)
+        fake = self.discriminators(fake_sets, j, replicas)
+        real_sets, real_weights = self._data_sets(j, replicas)
+        real = self.discriminators(real_sets, j, replicas)
+        total = discriminator_loss(loss_cfg.kind, real, fake, real_weights)
+        if loss_cfg.kind == "wgan_gp" and loss_cfg.gp_weight > 0:
+            real_gp = self._sampled_data_sets(j, replicas, fake_sets.shape[1])
+            mix = torch.stack(
+                [
+                    torch.rand(fake_sets.shape[1], 1, generator=g, dtype=x.dtype, device=x.device)
+                    for g in self.rngs()[replicas]
+                ]
+            )
+            critic = lambda s, j=j: self.discriminators(s, j, replicas)  # noqa: E731
+            total = total + loss_cfg.gp_weight * gradient_penalty(critic, real_gp, fake_sets, mix)
         return total
 
     def natural_metric(self) -> Tensor:
@@ -279,7 +299,7 @@ class InverseGAN(nn.Module):
         phi = self.generator.offset.detach()[:, 0, :]
         theta = self.generator.to_box(phi).double()
         with torch.enable_grad():
-            info = fisher_information(self.experiment, theta).to(phi.dtype)
+            info = fisher_information(self.experiment, theta, self.fit_mask.to(theta)).to(phi.dtype)
         jac = self.generator.box_jacobian(phi)
         return jac[:, :, None] * info * jac[:, None, :]
 

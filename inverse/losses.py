@@ -92,15 +92,19 @@ def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Ten
     return ((grad.flatten(2).norm(dim=-1) - 1.0) ** 2).mean(-1)
 
 
-def rate_loss(expected: Tensor, observed: Tensor) -> Tensor:
+def rate_loss(expected: Tensor, observed: Tensor, mask: Tensor | None = None) -> Tensor:
     """Negative Poisson log-likelihood of the datasets' event counts (without the constant log N!).
 
     Args:
         expected: expected counts nu_j(theta), [r, B, J].
         observed: observed counts per replica, [r, J].
+        mask: optional 0/1 weight of each dataset per replica, [r, J] (k-fold fits leave datasets out).
 
     Returns:
-        [r] losses sum_j (nu_j - N_j log nu_j), averaged over the B parameter sets.
+        [r] losses sum_j m_j (nu_j - N_j log nu_j), averaged over the B parameter sets.
     """
     nu = expected.clamp_min(torch.finfo(expected.dtype).tiny)
-    return (nu - observed.unsqueeze(1) * torch.log(nu)).sum(-1).mean(-1)
+    terms = nu - observed.unsqueeze(1) * torch.log(nu)
+    if mask is not None:
+        terms = terms * mask.unsqueeze(1)
+    return terms.sum(-1).mean(-1)

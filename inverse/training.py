@@ -20,6 +20,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor
@@ -291,6 +292,10 @@ def step_trainer(
     trainer = L.Trainer(
         accelerator={"cuda": "gpu"}.get(accelerator, accelerator),
         devices=1,
+        # One device, one process: name the environment so Lightning does not probe for a cluster. Its probes
+        # would ask MPI for the world size (aborting a process where mpi4py is imported but MPI is off, as in
+        # DeepHyper's workers) and would read an enclosing srun's task count as this run's world size.
+        plugins=[LightningEnvironment()],
         max_epochs=1,
         max_steps=-1,
         precision="64-true" if dtype == "float64" else "32-true",

@@ -38,6 +38,7 @@ __all__ = [
     "add_noise",
     "analyse_draws",
     "build_parser",
+    "checked_simulator",
     "find_modes",
     "load_vaim",
     "main",
@@ -77,7 +78,8 @@ def noise_scale(y: Tensor, noise: NoiseConfig) -> Tensor:
     return torch.as_tensor(noise.sigma, dtype=y.dtype, device=y.device).expand_as(y)
 
 
-def _checked_simulator(config: VAIMConfig) -> tuple[Simulator, int]:
+def checked_simulator(config: VAIMConfig) -> tuple[Simulator, int]:
+    """The runcard's simulator, probed inside the box, and its number of observables (errors name the field)."""
     problem = config.problem
     simulator = load_simulator(problem.simulator, problem.kwargs)
     low, high = prior_box(config)
@@ -263,7 +265,7 @@ def run_vaim(
     """Simulate, train, draw and judge; returns the summary (also written to ``out/summary.json``)."""
     start = time.perf_counter()
     out = Path(out)
-    simulator, m = _checked_simulator(config)
+    simulator, m = checked_simulator(config)
     y_obs, theta_obs = observations(config, simulator, m)
     # The draws (sampling) only change what is measured after training.
     prepare_run_dir(out, config, resume, overwrite, (*_OUTPUTS, "training.png"), free_sections=("sampling",))

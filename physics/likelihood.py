@@ -126,17 +126,22 @@ class ExtendedLikelihood:
         return self.per_dataset(theta).sum(-1)
 
 
-def fisher_information(experiment: Experiment, theta: Tensor) -> Tensor:
+def fisher_information(experiment: Experiment, theta: Tensor, dataset_weights: Tensor | None = None) -> Tensor:
     """Expected Fisher information of the extended likelihood, [B, D, D].
 
     Args:
         experiment: datasets with luminosities.
         theta: parameter sets, [B, D] (any dtype/device; float64 recommended).
+        dataset_weights: optional weight w_bj of dataset j for parameter set b, [B, J] or [J]: 0 leaves a
+            dataset out (a k-fold fit's masked datasets), 1 keeps it.
 
     Returns:
-        sum_j int lambda_j grad log lambda_j grad log lambda_j^T dx per parameter set.
+        sum_j w_bj int lambda_j grad log lambda_j grad log lambda_j^T dx per parameter set.
     """
     theta = experiment.theory.check_theta(theta)
+    if dataset_weights is not None:
+        dataset_weights = torch.as_tensor(dataset_weights, dtype=theta.dtype, device=theta.device)
+        dataset_weights = dataset_weights.expand(theta.shape[0], len(experiment.rules))
     total = torch.zeros(theta.shape[0], theta.shape[1], theta.shape[1], dtype=theta.dtype, device=theta.device)
     for j, rule in enumerate(experiment.rules):
         rt = rule.tensors(theta.dtype, theta.device)
@@ -146,6 +151,8 @@ def fisher_information(experiment: Experiment, theta: Tensor) -> Tensor:
 
         jac = torch.func.vmap(torch.func.jacfwd(log_lam))(theta)  # [B, M, D]
         lam = torch.exp(experiment.log_intensity(theta, rt.log_x, rt.log_1mx, j))  # [B, M]
+        if dataset_weights is not None:
+            lam = lam * dataset_weights[:, j : j + 1]
         total = total + torch.einsum("bm,bmi,bmk->bik", lam * rt.dx_weights, jac, jac)
     return total
 

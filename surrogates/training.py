@@ -20,6 +20,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor
@@ -222,6 +223,8 @@ def fit_surrogate(
     trainer = L.Trainer(
         accelerator={"cuda": "gpu"}.get(cfg.accelerator, cfg.accelerator),
         devices=1,
+        # One process: no cluster probing (it would query an uninitialized MPI or an enclosing srun's tasks).
+        plugins=[LightningEnvironment()],
         max_epochs=1,
         max_steps=-1,
         precision="64-true" if cfg.dtype == "float64" else "32-true",

@@ -1,0 +1,214 @@
+"""Validated search runcards (``python -m hpo.search --config``): solver, k-fold scoring, loss, space, search.
+
+A search YAML names the solver's own runcard (``base``: a ``inverse.closure`` or ``inverse.vaim`` YAML, relative
+to the search file), optional ``overrides`` of it, and a ``space`` whose keys are dotted paths into that runcard::
+
+    space:
+      gan.optimizer_g.lr: {low: 0.05, high: 1.0, log: true}        # real range, log-uniform
+      gan.training.steps: {low: 50, high: 300}                      # integers give an integer range
+      gan.discriminator.width: {values: [8, 16, 32, 64]}             # categorical
+      gan.generator.depth: {low: 0, high: 3, when: {gan.generator.kind: mlp}}   # condition
+
+Every point of the space is checked against the solver's config when the search starts (lowest, highest and each
+category), so a path that does not exist or a value the solver refuses is an error naming the space entry.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from hpo.kfold import KFoldConfig
+from hpo.losses import LOSS_TYPES, STATISTICS, HyperLoss
+from hpo.penalties import PENALTIES
+from inverse.config import ClosureConfig
+from inverse.vaim_config import VAIMConfig
+from physics.config import StrictModel, load_yaml, parse_config
+
+__all__ = ["Dimension", "LossSettings", "SearchConfig", "SearchSettings", "apply_overrides", "load_search_config"]
+
+Scalar = float | int | str | bool
+
+
+class Dimension(StrictModel):
+    """One hyperparameter: a range (``low``/``high``, ``log``) or ``values`` (categorical).
+
+    ``when`` makes it conditional on categorical hyperparameters: active only where each named one takes the
+    given value (or one of the given values).
+    """
+
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    values: list[Scalar] | None = None
+    default: Scalar | None = None
+    when: dict[str, Scalar | list[Scalar]] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Dimension:
+        is_range = self.low is not None or self.high is not None
+        if is_range == (self.values is not None):
+            raise ValueError("give either low and high (a range) or values (categorical), not both or neither")
+        if is_range:
+            if self.low is None or self.high is None:
+                raise ValueError("a range needs both low and high")
+            if not self.low < self.high:
+                raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+            if self.log and self.low <= 0:
+                raise ValueError(f"log: a log-uniform range needs low > 0, got {self.low}")
+        elif not self.values:
+            raise ValueError("values: give at least one value")
+        return self
+
+    @property
+    def is_integer(self) -> bool:
+        """An integer range (both ends written as integers)."""
+        return isinstance(self.low, int) and isinstance(self.high, int)
+
+    def probes(self) -> list[Scalar]:
+        """Values checked against the solver config before searching."""
+        return list(self.values) if self.values is not None else [self.low, self.high]
+
+
+class LossSettings(StrictModel):
+    """The trial loss (``hpo.losses.HyperLoss``) and penalties (``hpo.penalties``)."""
+
+    def hyper_loss(self) -> HyperLoss:
+        """The :class:`HyperLoss` these settings describe."""
+        return HyperLoss(
+            self.loss_type,
+            self.replica_statistic,
+            self.fold_statistic,
+            self.threshold,
+            self.include_penalties,
+            self.proportion,
+        )
+
+    loss_type: str = "chi2"
+    replica_statistic: str = "average"
+    fold_statistic: str = "average"
+    threshold: float | None = Field(None, gt=0.0, description="a fold above it fails the trial")
+    proportion: float = Field(0.9, gt=0.0, le=1.0, description="share of replicas average_best keeps")
+    penalties: list[str] = Field(default_factory=lambda: list(PENALTIES))
+    include_penalties: bool = False
+    patience_alpha: float = Field(1e-3, ge=0.0)
+    saturation_edge: float = Field(1e-3, gt=0.0, lt=0.5)
+
+    @model_validator(mode="after")
+    def _check(self) -> LossSettings:
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type: {self.loss_type!r} is not one of {list(LOSS_TYPES)}")
+        for name in ("replica_statistic", "fold_statistic"):
+            if getattr(self, name) not in STATISTICS:
+                raise ValueError(f"{name}: {getattr(self, name)!r} is not one of {list(STATISTICS)}")
+        unknown = [p for p in self.penalties if p not in PENALTIES]
+        if unknown:
+            raise ValueError(f"penalties: unknown {unknown}; known: {list(PENALTIES)}")
+        return self
+
+
+class SearchSettings(StrictModel):
+    """DeepHyper's centralized Bayesian optimisation (CBO) and its budget."""
+
+    max_evals: int = Field(20, ge=1, description="trials in total (a restart counts the finished ones)")
+    timeout: int | None = Field(None, ge=1, description="wall seconds of the search (None: none)")
+    seed: int = Field(0, ge=0)
+    surrogate: Literal["ET", "RF", "GP", "GBRT", "DUMMY"] = "ET"
+    acq_optimizer: Literal["sampling", "mixedga", "ga", "lbfgs", "boltzmann"] = Field(
+        "sampling", description="sampling is ~10x cheaper than DeepHyper's default for short trials"
+    )
+    n_initial_points: int = Field(5, ge=1, description="random points before the surrogate model is used")
+    kappa: float = Field(1.96, ge=0.0, description="UCB exploration weight")
+    include_base: bool = Field(True, description="evaluate the base runcard's own values first")
+    torch_threads: int = Field(0, ge=0, description="threads per trial (0: cores / workers)")
+
+
+class SearchConfig(StrictModel):
+    """A search runcard: what is tuned, how a trial is scored, and the search's budget."""
+
+    solver: Literal["gan", "vaim"] = "gan"
+    base: str | None = Field(None, description="the solver's runcard (relative to this file); None: defaults")
+    overrides: dict[str, Any] = Field(default_factory=dict, description="dotted paths set in the base runcard")
+    kfold: KFoldConfig = Field(default_factory=KFoldConfig)
+    loss: LossSettings = Field(default_factory=LossSettings)
+    space: dict[str, Dimension]
+    search: SearchSettings = Field(default_factory=SearchSettings)
+
+    @model_validator(mode="after")
+    def _check_space(self) -> SearchConfig:
+        if not self.space:
+            raise ValueError("space: give at least one hyperparameter")
+        for name, dim in self.space.items():
+            for parent, value in (dim.when or {}).items():
+                if parent not in self.space or self.space[parent].values is None:
+                    raise ValueError(f"space.{name}.when: {parent!r} must be a categorical hyperparameter of the space")
+                allowed = value if isinstance(value, list) else [value]
+                bad = [v for v in allowed if v not in self.space[parent].values]
+                if bad:
+                    raise ValueError(f"space.{name}.when: {bad} are not values of {parent!r}")
+        return self
+
+
+def set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested dicts, creating sections on the way."""
+    keys = path.split(".")
+    node = data
+    for key in keys[:-1]:
+        nxt = node.get(key)
+        if nxt is None:
+            nxt = node[key] = {}
+        if not isinstance(nxt, dict):
+            raise ValueError(f"{path}: {key!r} is a value, not a section")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def apply_overrides(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with each dotted path set (values that are None or NaN are inactive: skipped)."""
+    out = copy.deepcopy(base)
+    for path, value in values.items():
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        set_path(out, path, value.item() if hasattr(value, "item") else value)
+    return out
+
+
+def solver_model(solver: str) -> type[BaseModel]:
+    """The runcard model of a solver."""
+    return ClosureConfig if solver == "gan" else VAIMConfig
+
+
+def load_search_config(path: str | Path) -> tuple[SearchConfig, dict[str, Any]]:
+    """Read and check a search runcard; returns it and the solver's base runcard (overrides applied) as a dict.
+
+    Raises:
+        ValueError: a bad field (named with the file), a missing base runcard, or a space entry whose values the
+            solver refuses.
+    """
+    path = Path(path)
+    config = parse_config(SearchConfig, load_yaml(path), str(path))
+    return config, base_runcard(config, path.parent)
+
+
+def base_runcard(config: SearchConfig, root: Path) -> dict[str, Any]:
+    """The solver's base runcard as a validated dict (every default filled in), checked against the space."""
+    model = solver_model(config.solver)
+    raw: dict[str, Any] = {}
+    if config.base:
+        base_path = (root / config.base) if not Path(config.base).is_absolute() else Path(config.base)
+        if not base_path.is_file():
+            raise ValueError(f"base: runcard {base_path} does not exist")
+        raw = load_yaml(base_path)
+    raw = apply_overrides(raw, config.overrides)
+    resolved = parse_config(model, raw, "base + overrides").model_dump(mode="json")
+    for name, dim in config.space.items():
+        for value in dim.probes():
+            try:
+                parse_config(model, apply_overrides(resolved, {name: value}), f"space.{name}")
+            except ValueError as err:
+                raise ValueError(f"space.{name} = {value!r} is refused by the {config.solver} runcard: {err}") from None
+    return resolved

@@ -1,0 +1,303 @@
+"""k-fold fits of the inverse solvers: datasets left out by masks, R replicas per fold, losses per fold and replica.
+
+A partition is a set of datasets. Fold k trains every replica with the partition's datasets masked (their
+discriminator, adversarial and Poisson-rate terms multiplied by 0, shapes unchanged), then compares the
+replicas' predictions of those datasets with the data they never saw (NNPDF's k-fold hyperoptimisation,
+arXiv:2109.02653 section 3.3; DESIGN.md section 6). Because masks keep shapes fixed, all K folds x R replicas
+train together in one vectorized :class:`inverse.gan.InverseGAN` (``vectorize: true``); the looped form trains
+one fold after the other and may stop after a fold that exceeds the loss threshold.
+
+Per fold and replica r:
+    * held-out ("experimental") points: binned counts of the fold's datasets (``n_bins`` log-x bins each),
+      predictions T_r = L int_bin sigma(x; theta_r), data D, covariance C_exp = diag(max(n, 1));
+    * validation chi2 per point on the datasets the replica fitted, against its out-of-bag events: a
+      Poisson(1) bootstrap leaves each event out with probability e^-1, and those events are an independent
+      validation sample of mean e^-1 T (Breiman's out-of-bag estimate); without bootstrap, the fitted data;
+    * the same validation chi2 along training (every ``training.log_every`` steps), for the patience penalty.
+
+For VAIM (``solver: vaim``) a fold is a 1/K share of the simulated pairs: the model trains on the rest, the
+held-out points are the observables y_i of ``heldout_points`` held-out pairs, the predictions are the true
+simulator at one decoded draw per point, f(x_hat_r(y_i)), and C_exp is the noise variance. Replicas are
+independent seeds.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from inverse.config import GANConfig
+from inverse.gan import InverseGAN
+from inverse.training import fit_gan
+from physics.binned import BinnedView
+from physics.config import StrictModel
+from physics.datasets import Experiment
+from physics.pseudodata import EventData
+
+__all__ = ["FoldResult", "KFoldConfig", "Partition", "fold_masks", "run_gan_folds", "run_vaim_folds"]
+
+
+class Partition(StrictModel):
+    """One fold: the datasets it leaves out, whether they are fitted anyway, and the weight of its loss."""
+
+    datasets: list[str] = Field(description="dataset names held out by this fold (empty: a fold that holds none)")
+    overfit: bool = Field(False, description="fit the fold's datasets anyway (NNPDF's overfit option)")
+    weight: float = Field(1.0, gt=0.0, description="multiplies the fold's loss before the threshold check")
+
+
+class KFoldConfig(StrictModel):
+    """How a trial is scored: partitions, replicas per fold, binning, vectorization."""
+
+    partitions: list[Partition] | None = Field(
+        None, description="GAN folds; default: one fold per dataset of the physics section"
+    )
+    folds: int = Field(4, ge=2, le=100, description="VAIM: folds of the simulated pairs")
+    replicas: int = Field(10, ge=1, le=10_000, description="R replicas per fold")
+    n_bins: int = Field(10, ge=1, le=1000, description="log-x bins per dataset for the held-out chi2")
+    heldout_points: int = Field(256, ge=1, description="VAIM: held-out pairs scored per fold")
+    vectorize: bool = Field(True, description="train all folds x replicas in one model (False: fold by fold)")
+
+
+@dataclass
+class FoldResult:
+    """What one fold produced.
+
+    Attributes:
+        index: fold number k.
+        datasets: held-out dataset names (VAIM: empty).
+        weight: the partition's weight.
+        overfit: whether the held-out datasets were fitted.
+        estimates: replica estimates, [R, D].
+        predictions: replica predictions of the held-out points, [R, N].
+        data: held-out data, [N].
+        covariance: experimental variances of the held-out points, [N].
+        truth: law (true-parameter) prediction of the held-out points, [N], or None without a known truth.
+        validation: validation chi2 per point of each replica, [R].
+        validation_curve: validation chi2 per point along training, [R, S] (GAN; VAIM: [R, 1]).
+        curve_steps: the steps of ``validation_curve``'s columns, [S].
+        steps: training steps.
+        box: (low, high) of the parameters, for penalties.
+        seconds: wall time of the fold's share of training (vectorized: the total divided by K).
+    """
+
+    index: int
+    datasets: list[str]
+    weight: float
+    overfit: bool
+    estimates: np.ndarray
+    predictions: np.ndarray
+    data: np.ndarray
+    covariance: np.ndarray
+    truth: np.ndarray | None
+    validation: np.ndarray
+    validation_curve: np.ndarray
+    curve_steps: np.ndarray
+    steps: int
+    box: tuple[np.ndarray, np.ndarray]
+    seconds: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def _partitions(kfold: KFoldConfig, experiment: Experiment) -> list[Partition]:
+    parts = kfold.partitions or [Partition(datasets=[n]) for n in experiment.names]
+    for k, p in enumerate(parts):
+        unknown = [n for n in p.datasets if n not in experiment.names]
+        if unknown:
+            raise ValueError(f"kfold.partitions[{k}].datasets: unknown {unknown}; known: {experiment.names}")
+    return parts
+
+
+def fold_masks(kfold: KFoldConfig, experiment: Experiment) -> torch.Tensor:
+    """0/1 dataset masks of the K folds, [K, J]: 0 where fold k holds a dataset out (and does not overfit it).
+
+    Raises:
+        ValueError: a partition names an unknown dataset, or leaves no dataset to fit.
+    """
+    parts = _partitions(kfold, experiment)
+    masks = torch.ones(len(parts), len(experiment.names), dtype=torch.float64)
+    for k, p in enumerate(parts):
+        if not p.overfit:
+            for n in p.datasets:
+                masks[k, experiment.names.index(n)] = 0.0
+        if masks[k].sum() == 0:
+            raise ValueError(f"kfold.partitions[{k}]: holds out every dataset, nothing is left to fit")
+    return masks
+
+
+def _validation_chi2(view: BinnedView, theta: torch.Tensor, oob: list[np.ndarray], scale: float, mask) -> np.ndarray:
+    """chi2 per point of each replica's out-of-bag histograms on its fitted datasets; theta [R, S, D] -> [R, S]."""
+    r, s, d = theta.shape
+    preds = view.predictions(theta.reshape(r * s, d))
+    chi2 = np.zeros((r, s))
+    points = np.zeros(r)
+    for j, p in enumerate(preds):
+        t = scale * p.reshape(r, s, -1).numpy()
+        n = oob[j][:, None, :]
+        on = mask[:, j][:, None]
+        chi2 += on * ((n - t) ** 2 / np.maximum(n, 1.0)).sum(-1)
+        points += mask[:, j] * t.shape[-1]
+    return chi2 / points[:, None]
+
+
+def run_gan_folds(
+    config: GANConfig,
+    experiment: Experiment,
+    data: EventData,
+    kfold: KFoldConfig,
+    truth: np.ndarray | None = None,
+    after_fold: Callable[[FoldResult], bool] | None = None,
+) -> list[FoldResult]:
+    """Train and score the K folds of the GAN inverse solver with R replicas each.
+
+    Args:
+        config: the GAN settings of the trial (``training.replicas`` is ignored: ``kfold.replicas`` per fold).
+        experiment: datasets with luminosities.
+        data: the events.
+        kfold: partitions, R, binning, vectorization.
+        truth: true parameters (closure), for the bias/variance loss; None for real data.
+        after_fold: called with each finished fold (in order); returning True stops the remaining folds
+            (the threshold check: effective when ``kfold.vectorize`` is False).
+
+    Returns:
+        One :class:`FoldResult` per fold that ran.
+    """
+    parts = _partitions(kfold, experiment)
+    masks = fold_masks(kfold, experiment)
+    n_folds, n_rep = len(parts), kfold.replicas
+    view = BinnedView(experiment, data, n_bins=kfold.n_bins)
+    low, high = (np.asarray(v, dtype=float) for v in (experiment.theory.low, experiment.theory.high))
+    truth_t = None if truth is None else torch.as_tensor(np.asarray(truth, dtype=float)[None])
+    truth_pred = None if truth_t is None else [p[0].numpy() for p in view.predictions(truth_t)]
+
+    groups = [list(range(n_folds))] if kfold.vectorize else [[k] for k in range(n_folds)]
+    results: list[FoldResult] = []
+    for folds in groups:
+        ids = [k * n_rep + r for k in folds for r in range(n_rep)]
+        mask = masks[folds].repeat_interleave(n_rep, dim=0)
+        model = InverseGAN(config, experiment, data, replicas=ids, dataset_mask=mask)
+        t0 = time.perf_counter()
+        module = fit_gan(model, None, progress=False)
+        seconds = (time.perf_counter() - t0) / len(folds)
+        model = module.model.cpu().double()
+        est = model.estimates()
+        steps = int(model.step_count)
+        every = max(1, config.training.log_every)
+        at = np.unique(np.r_[np.arange(every - 1, steps, every), steps - 1])
+        curve_theta = torch.cat([model.theta_history[at].transpose(0, 1), est[:, None]], dim=1)
+        if config.training.bootstrap:
+            oob = [
+                np.stack([np.histogram(x[w.numpy() == 0], bins=b.edges)[0] for w in model.weights(j)]).astype(float)
+                for j, (x, b) in enumerate(zip(data.events, view.datasets))
+            ]
+            scale = math.exp(-1.0)
+        else:
+            oob = [np.tile(b.counts, (len(ids), 1)) for b in view.datasets]
+            scale = 1.0
+        with torch.no_grad():
+            vcurve = _validation_chi2(view, curve_theta, oob, scale, mask.numpy())
+            preds = view.predictions(est)
+        for i, k in enumerate(folds):
+            rows = slice(i * n_rep, (i + 1) * n_rep)
+            held = [experiment.names.index(n) for n in parts[k].datasets]
+            pred = np.concatenate([preds[j][rows].numpy() for j in held], axis=-1) if held else np.zeros((n_rep, 0))
+            obs = np.concatenate([view.datasets[j].counts for j in held]) if held else np.zeros(0)
+            law = None
+            if truth_pred is not None:
+                law = np.concatenate([truth_pred[j] for j in held]) if held else np.zeros(0)
+            result = FoldResult(
+                index=k,
+                datasets=list(parts[k].datasets),
+                weight=parts[k].weight,
+                overfit=parts[k].overfit,
+                estimates=est[rows].numpy(),
+                predictions=pred,
+                data=obs,
+                covariance=np.maximum(obs, 1.0),
+                truth=law,
+                validation=vcurve[rows, -1],
+                validation_curve=vcurve[rows, :-1],
+                curve_steps=at + 1,
+                steps=steps,
+                box=(low, high),
+                seconds=seconds,
+            )
+            results.append(result)
+            if after_fold is not None and after_fold(result):
+                return results
+    return results
+
+
+def run_vaim_folds(
+    config: object,
+    kfold: KFoldConfig,
+    after_fold: Callable[[FoldResult], bool] | None = None,
+) -> list[FoldResult]:
+    """Train and score K folds of VAIM over its simulated pairs, R seeds per fold (see the module docstring).
+
+    Args:
+        config: an :class:`inverse.vaim_config.VAIMConfig`.
+        kfold: folds, R, held-out points.
+        after_fold: as in :func:`run_gan_folds` (every VAIM fold trains alone, so a threshold stops early).
+
+    Returns:
+        One :class:`FoldResult` per fold that ran.
+    """
+    from inverse.vaim import VAIM, transform_observables
+    from inverse.vaim_run import checked_simulator, noise_scale, prior_box, simulate_pairs
+    from inverse.vaim_training import fit_vaim
+
+    simulator, m = checked_simulator(config)
+    t = config.training
+    theta, y = simulate_pairs(config, simulator, t.n_train, t.seed + 1)
+    low, high = (v.numpy() for v in prior_box(config))
+    folds = np.array_split(np.random.default_rng(t.seed).permutation(len(theta)), kfold.folds)
+    results = []
+    for k, held in enumerate(folds):
+        train = np.setdiff1d(np.arange(len(theta)), held)
+        points = held[: kfold.heldout_points]
+        y_held = y[points]
+        preds, ests, vals = [], [], []
+        t0 = time.perf_counter()
+        for r in range(kfold.replicas):
+            cfg = config.model_copy(update={"training": t.model_copy(update={"seed": t.seed + 1000 * k + r})})
+            torch.manual_seed(cfg.training.seed)
+            moments = transform_observables(y[train], config.model.log_observables)
+            model = VAIM(cfg, m, moments.mean(0), moments.std(0))
+            xs, ys = model.scale_x(theta[train]).float(), model.scale_y(y[train]).float()
+            module = fit_vaim(model, xs, ys, None, progress=False)
+            model = module.model.cpu().eval()
+            with torch.no_grad():
+                draw = model.draw(y_held, 1, torch.Generator().manual_seed(cfg.training.seed))[:, 0].double()
+            f = simulator(draw).to(torch.float64)
+            preds.append(f.flatten().numpy())
+            ests.append(draw.mean(0).numpy())
+            vals.append(float(module.loss_history[module.steps_done - 1, 0]))
+        sigma = noise_scale(y_held, config.problem.noise)
+        results.append(
+            FoldResult(
+                index=k,
+                datasets=[],
+                weight=1.0,
+                overfit=False,
+                estimates=np.stack(ests),
+                predictions=np.stack(preds),
+                data=y_held.flatten().numpy(),
+                covariance=(sigma**2).flatten().numpy(),
+                truth=simulator(theta[points]).to(torch.float64).flatten().numpy(),
+                validation=np.asarray(vals),
+                validation_curve=np.asarray(vals)[:, None],
+                curve_steps=np.array([t.steps]),
+                steps=t.steps,
+                box=(low, high),
+                seconds=time.perf_counter() - t0,
+            )
+        )
+        if after_fold is not None and after_fold(results[-1]):
+            break
+    return results

@@ -1,0 +1,167 @@
+"""One trial of the search: build the solver from sampled hyperparameters, run its k folds, score them.
+
+:func:`run_trial` is DeepHyper's run function. It is importable (the MPI and process evaluators pickle it by
+reference) and never raises: a NaN loss, a fold over the threshold, a diverged fit or any exception becomes a failed
+trial (objective ``"F_<reason>"``, DeepHyper's convention) with the reason in the metadata, so one bad point never
+ends a search. Every trial returns the same metadata keys (DeepHyper fixes results.csv's columns from the first
+finished trial).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hpo.config import SearchConfig, apply_overrides, solver_model
+from hpo.kfold import FoldResult, run_gan_folds, run_vaim_folds
+from hpo.losses import FoldPoints, HyperLossResult
+from hpo.penalties import patience, saturation
+from inverse.training import NonFiniteLossError
+from inverse.vaim_training import NonFiniteVAIMLossError
+from physics.datasets import Experiment
+from physics.pseudodata import EventData, load_events
+
+__all__ = ["METADATA_KEYS", "evaluate", "run_trial", "run_trial_async", "score"]
+
+METADATA_KEYS = (
+    "loss",
+    "failure",
+    "fold_losses",
+    "replica_chi2_mean",
+    "phi2",
+    "penalties",
+    "validation_mean",
+    "estimates_mean",
+    "t_start",
+    "t_end",
+    "busy_s",
+    "worker",
+)
+
+_DATA: dict[str, tuple[Experiment, EventData]] = {}
+
+
+def _experiment_and_data(runcard: dict[str, Any], data_dir: Path) -> tuple[Experiment, EventData]:
+    """The experiment and the search's events, loaded once per worker process."""
+    key = json.dumps(runcard["physics"], sort_keys=True) + str(data_dir)
+    if key not in _DATA:
+        config = solver_model("gan").model_validate(runcard)
+        experiment = Experiment(config.physics)
+        _DATA[key] = (experiment, load_events(data_dir, experiment))
+    return _DATA[key]
+
+
+def _penalties(fold: FoldResult, settings: Any) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    if "patience" in settings.penalties:
+        out["patience"] = patience(
+            fold.validation,
+            fold.validation_curve,
+            fold.curve_steps,
+            fold.steps,
+            patience_steps=fold.steps // 2,
+            alpha=settings.patience_alpha,
+        )
+    if "saturation" in settings.penalties:
+        out["saturation"] = saturation(fold.estimates, *fold.box, edge=settings.saturation_edge)
+    return out
+
+
+def score(folds: list[FoldResult], config: SearchConfig) -> HyperLossResult:
+    """The trial loss of finished folds (``loss`` NaN and ``failed`` set when a fold fails)."""
+    s = config.loss
+    hyper = s.hyper_loss()
+    points = [FoldPoints(f.predictions, f.data, f.covariance, f.truth, f.weight) for f in folds]
+    return hyper.compute(points, [_penalties(f, s) for f in folds])
+
+
+def evaluate(
+    parameters: dict[str, Any], config: SearchConfig, runcard: dict[str, Any], data_dir: Path | None
+) -> tuple[HyperLossResult, list[FoldResult]]:
+    """Run the k folds of one hyperparameter point and score them.
+
+    Args:
+        parameters: dotted runcard paths -> values (inactive conditional ones may be None/NaN).
+        config: the search config.
+        runcard: the solver's resolved base runcard.
+        data_dir: the search's events (GAN).
+    """
+    trial_card = apply_overrides(runcard, parameters)
+    solver_config = solver_model(config.solver).model_validate(trial_card)
+    s = config.loss
+    hyper = s.hyper_loss()
+
+    def stop(fold: FoldResult) -> bool:
+        points = FoldPoints(fold.predictions, fold.data, fold.covariance, fold.truth, fold.weight)
+        return hyper.exceeds(points, _penalties(fold, s) if s.include_penalties else None)
+
+    if config.solver == "gan":
+        experiment, data = _experiment_and_data(trial_card, data_dir)
+        gan = solver_config.gan.model_copy(
+            update={"training": solver_config.gan.training.model_copy(update={"progress": False})}
+        )
+        folds = run_gan_folds(gan, experiment, data, config.kfold, np.asarray(experiment.theory.truth), stop)
+    else:
+        folds = run_vaim_folds(solver_config, config.kfold, stop)
+    return score(folds, config), folds
+
+
+def _json(values: Any) -> str:
+    return json.dumps(np.asarray(values, dtype=float).round(6).tolist() if not isinstance(values, dict) else values)
+
+
+def run_trial(job: Any, search: dict[str, Any], runcard: dict[str, Any], run_dir: str, threads: int = 1) -> dict:
+    """DeepHyper run function: returns ``{"objective": -loss or "F_<reason>", "metadata": {...}}``.
+
+    Args:
+        job: DeepHyper's running job (``job.parameters`` holds the sampled hyperparameters).
+        search: the search config as a dict.
+        runcard: the solver's resolved base runcard.
+        run_dir: the search's run directory (its ``data/`` holds the events of a GAN search).
+        threads: torch threads for this trial.
+    """
+    t_start, cpu_start = time.time(), time.perf_counter()
+    meta: dict[str, Any] = dict.fromkeys(METADATA_KEYS, "")
+    meta["worker"] = f"{socket.gethostname()}:{os.getpid()}"
+    objective: float | str
+    try:
+        torch.set_num_threads(max(1, threads))
+        config = SearchConfig.model_validate(search)
+        result, folds = evaluate(dict(job.parameters), config, runcard, Path(run_dir) / "data")
+        meta.update(
+            fold_losses=_json(result.fold_losses),
+            replica_chi2_mean=_json([float(np.mean(c)) for c in result.replica_chi2]),
+            phi2=_json(result.phi2),
+            penalties=json.dumps({k: [round(v, 6) for v in vals] for k, vals in result.penalties.items()}),
+            validation_mean=_json([float(np.mean(f.validation)) for f in folds]),
+            estimates_mean=_json(np.mean([f.estimates.mean(0) for f in folds], axis=0)),
+        )
+        if result.failed:
+            meta["failure"] = result.failed
+            objective = "F_" + result.failed.split(":")[0]
+        else:
+            meta["loss"] = result.loss
+            objective = -result.loss if math.isfinite(result.loss) else "F_nan"
+    except (NonFiniteLossError, NonFiniteVAIMLossError) as err:
+        meta["failure"] = f"diverged: {err}"[:500]
+        objective = "F_diverged"
+    except Exception as err:  # a search must survive any single bad point
+        meta["failure"] = f"{type(err).__name__}: {err} | {traceback.format_exc(limit=3)}"[:1000]
+        objective = "F_exception"
+    meta["t_start"], meta["t_end"] = t_start, time.time()
+    meta["busy_s"] = time.perf_counter() - cpu_start
+    return {"objective": objective, "metadata": meta}
+
+
+async def run_trial_async(job: Any, **kwargs: Any) -> dict:
+    """:func:`run_trial` as a coroutine, for DeepHyper's serial evaluator (it runs in the search's own process)."""
+    return run_trial(job, **kwargs)
