@@ -26,12 +26,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from pydantic import Field
 
+from hpo.losses import FoldPoints
 from inverse.config import GANConfig
 from inverse.gan import InverseGAN
 from inverse.training import fit_gan
@@ -101,7 +102,10 @@ class FoldResult:
     steps: int
     box: tuple[np.ndarray, np.ndarray]
     seconds: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
+
+    def points(self) -> FoldPoints:
+        """The held-out points, as the trial loss takes them."""
+        return FoldPoints(self.predictions, self.data, self.covariance, self.truth, self.weight)
 
 
 def _partitions(kfold: KFoldConfig, experiment: Experiment) -> list[Partition]:
@@ -264,10 +268,10 @@ def run_vaim_folds(
         y_held = y[points]
         preds, ests, vals = [], [], []
         t0 = time.perf_counter()
+        moments = transform_observables(y[train], config.model.log_observables)
         for r in range(kfold.replicas):
             cfg = config.model_copy(update={"training": t.model_copy(update={"seed": t.seed + 1000 * k + r})})
             torch.manual_seed(cfg.training.seed)
-            moments = transform_observables(y[train], config.model.log_observables)
             model = VAIM(cfg, m, moments.mean(0), moments.std(0))
             xs, ys = model.scale_x(theta[train]).float(), model.scale_y(y[train]).float()
             module = fit_vaim(model, xs, ys, None, progress=False)

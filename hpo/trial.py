@@ -23,7 +23,7 @@ import torch
 
 from hpo.config import SearchConfig, apply_overrides, solver_model
 from hpo.kfold import FoldResult, run_gan_folds, run_vaim_folds
-from hpo.losses import FoldPoints, HyperLossResult
+from hpo.losses import HyperLossResult
 from hpo.penalties import patience, saturation
 from inverse.training import NonFiniteLossError
 from inverse.vaim_training import NonFiniteVAIMLossError
@@ -80,8 +80,7 @@ def score(folds: list[FoldResult], config: SearchConfig) -> HyperLossResult:
     """The trial loss of finished folds (``loss`` NaN and ``failed`` set when a fold fails)."""
     s = config.loss
     hyper = s.hyper_loss()
-    points = [FoldPoints(f.predictions, f.data, f.covariance, f.truth, f.weight) for f in folds]
-    return hyper.compute(points, [_penalties(f, s) for f in folds])
+    return hyper.compute([f.points() for f in folds], [_penalties(f, s) for f in folds])
 
 
 def evaluate(
@@ -101,8 +100,7 @@ def evaluate(
     hyper = s.hyper_loss()
 
     def stop(fold: FoldResult) -> bool:
-        points = FoldPoints(fold.predictions, fold.data, fold.covariance, fold.truth, fold.weight)
-        return hyper.exceeds(points, _penalties(fold, s) if s.include_penalties else None)
+        return hyper.exceeds(fold.points(), _penalties(fold, s) if s.include_penalties else None)
 
     if config.solver == "gan":
         experiment, data = _experiment_and_data(trial_card, data_dir)
