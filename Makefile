@@ -9,7 +9,7 @@ OUT ?= runs/closure
 ARGS ?= --resume
 NOT_SLOW := not slow and not mpi and not slurm and not gpu
 
-.PHONY: venv closure reference surrogate closure-surrogate vaim vaim-pdf hpo test test-slow lint format bench peers clean
+.PHONY: venv closure reference surrogate closure-surrogate vaim vaim-pdf hpo test test-slow lint format bench scaling peers clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -53,7 +53,7 @@ hpo: $(STAMP)  ## hyperparameter search (HPO=gan|quick|vaim, EVALUATOR=serial|th
 test: $(STAMP)  ## fast tests (~2 min on 2 cores)
 	$(PY) -m pytest -m "$(NOT_SLOW)"
 
-test-slow: $(STAMP)  ## slow statistical checks and the real MPI searches (mpiexec)
+test-slow: $(STAMP)  ## slow statistical checks, real MPI searches (mpiexec), the batch scripts on a local Slurm cluster
 	$(PY) -m pytest -m "slow or mpi or slurm or gpu"
 
 lint: $(STAMP)
@@ -69,6 +69,9 @@ bench: $(STAMP)  ## benchmarks print JSON (peers: make peers)
 	$(PY) benchmarks/replicas.py
 	$(PY) benchmarks/losses.py
 	$(PY) benchmarks/hpo.py
+
+scaling: $(STAMP)  ## weak scaling: MPI search over 1, 2, 4 workers; one GAN data-parallel over 1, 2 processes
+	$(PY) benchmarks/scaling.py
 
 peers: $(STAMP)  ## the GAN, the MCMC posterior and sbi's NPE on the same data (installs the peers extra)
 	$(VENV)/bin/pip install -q -c constraints.txt -e ".[peers]"

@@ -205,6 +205,12 @@ def base_runcard(config: SearchConfig, root: Path) -> dict[str, Any]:
         raw = load_yaml(base_path)
     raw = apply_overrides(raw, config.overrides)
     resolved = parse_config(model, raw, "base + overrides").model_dump(mode="json")
+    training = resolved.get("gan", {}).get("training", {})
+    if training.get("devices", 1) * training.get("num_nodes", 1) > 1:
+        raise ValueError(
+            "gan.training.devices / num_nodes: a trial trains on its worker's one device; set both to 1 (over MPI, "
+            "every worker gets its own GPU)"
+        )
     for name, dim in config.space.items():
         for value in dim.probes():
             try:

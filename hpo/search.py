@@ -41,7 +41,16 @@ from hpo.config import SearchConfig, apply_overrides, base_runcard, solver_model
 from physics.config import load_yaml, parse_config
 from physics.runs import write_json, write_yaml
 
-__all__ = ["EVALUATORS", "build_parser", "build_problem", "launched_by_mpi", "main", "read_results", "run_search"]
+__all__ = [
+    "EVALUATORS",
+    "bind_worker_gpu",
+    "build_parser",
+    "build_problem",
+    "launched_by_mpi",
+    "main",
+    "read_results",
+    "run_search",
+]
 
 EVALUATORS = ("serial", "thread", "process", "mpi")
 _CHILD_FLAG = "QCDGIP_HPO_MPI_CHILD"
@@ -57,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="parallel trials (mpi: ranks - 1 when launched by mpiexec/srun)")
     p.add_argument("--max-evals", type=int, help="trials in total (overrides search.max_evals)")
     p.add_argument("--timeout", type=int, help="wall seconds of the search (overrides search.timeout)")
+    p.add_argument(
+        "--time-left",
+        type=int,
+        metavar="SECONDS",
+        help="stop the search within this many seconds (a batch job's remaining time less a margin); "
+        "search.timeout still applies when shorter",
+    )
     p.add_argument("--restart", action="store_true", help="continue a killed search from its results.csv")
     p.add_argument("--overwrite", action="store_true", help="start over in a directory that holds a search")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -71,6 +87,41 @@ def launched_by_mpi() -> bool:
         if int(os.environ.get(key, "1") or 1) > 1:
             return True
     return "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1
+
+
+def bind_worker_gpu(comm: Any) -> str | None:
+    """Give each MPI worker rank one GPU of its node; returns the device it got (None: manager or no GPU).
+
+    Collective over ``comm`` (rank 0 is the manager). The workers of a node are numbered in rank order and take the
+    node's visible GPUs (``CUDA_VISIBLE_DEVICES``, which Slurm sets from ``--gpus-per-node``, else every device
+    CUDA sees) round-robin; ``CUDA_VISIBLE_DEVICES`` is then narrowed to that one before anything starts CUDA, so
+    the trial's one-device training uses it. More workers than GPUs on a node share them (with a warning).
+    """
+    from mpi4py import MPI
+
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    ranks = node.allgather(comm.Get_rank())
+    node.Free()
+    if comm.Get_rank() == 0:
+        return None
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    if "CUDA_VISIBLE_DEVICES" not in os.environ:
+        import torch
+
+        visible = [str(i) for i in range(torch.cuda.device_count())]  # counts without starting CUDA
+    if not visible:
+        return None
+    index = sorted(r for r in ranks if r != 0).index(comm.Get_rank())
+    if index >= len(visible):
+        print(
+            f"warning: rank {comm.Get_rank()} is worker {index + 1} on a node with {len(visible)} GPUs: sharing "
+            f"GPU {visible[index % len(visible)]}",
+            file=sys.stderr,
+            flush=True,
+        )
+    device = visible[index % len(visible)]
+    os.environ["CUDA_VISIBLE_DEVICES"] = device
+    return device
 
 
 def _mpiexec() -> str:
@@ -92,6 +143,11 @@ def resolve(args: argparse.Namespace) -> tuple[SearchConfig, dict[str, Any]]:
         budget["max_evals"] = args.max_evals
     if args.timeout is not None:
         budget["timeout"] = args.timeout
+    if args.time_left is not None:
+        if args.time_left < 1:
+            raise ValueError(f"--time-left: must be >= 1 second, got {args.time_left}")
+        current = budget.get("timeout", config.search.timeout)
+        budget["timeout"] = args.time_left if current is None else min(current, args.time_left)
     if budget:
         data = config.model_dump()
         data["search"].update(budget)
@@ -198,6 +254,8 @@ def read_results(out: Path) -> Any:
 def _threads(config: SearchConfig, workers: int) -> int:
     if config.search.torch_threads:
         return config.search.torch_threads
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit() and "SLURM_STEP_ID" in os.environ:
+        return int(os.environ["SLURM_CPUS_PER_TASK"])  # srun -c: this rank's cores
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
@@ -409,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
             mpi_rank = MPI.COMM_WORLD.Get_rank()
             if MPI.COMM_WORLD.Get_size() < 2:
                 raise ValueError("--evaluator mpi needs at least 2 ranks (1 manager + workers)")
+            bind_worker_gpu(MPI.COMM_WORLD)
         if mpi_rank in (None, 0):
             prepare_run_dir(args.out, config, runcard, args.overwrite)
         workers = args.workers or 1

@@ -45,6 +45,7 @@ METADATA_KEYS = (
     "t_end",
     "busy_s",
     "worker",
+    "gpu",
 )
 
 _DATA: dict[str, tuple[Experiment, EventData]] = {}
@@ -130,6 +131,7 @@ def run_trial(job: Any, search: dict[str, Any], runcard: dict[str, Any], run_dir
     t_start, cpu_start = time.time(), time.perf_counter()
     meta: dict[str, Any] = dict.fromkeys(METADATA_KEYS, "")
     meta["worker"] = f"{socket.gethostname()}:{os.getpid()}"
+    meta["gpu"] = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     objective: float | str
     try:
         torch.set_num_threads(max(1, threads))

@@ -7,6 +7,7 @@ Usage::
     python -m inverse.closure --config configs/closure_gan.yaml --out runs/closure --resume
     python -m inverse.closure --config configs/closure_gan.yaml --out runs/closure --resume --coverage 50
     python -m inverse.closure --sampler flow:runs/surrogate-flow/model.pt --out runs/closure-flow
+    srun -n 4 python -m inverse.closure --config C --out D --devices 4   # data-parallel (slurm/train.sh)
 
 Steps: generate (or reuse) pseudo-data at the configured truth and case; fit the maximum-likelihood estimate and
 sample the reference posterior by MCMC; fit the exact MLE of every bootstrap replica; train the GAN's R replicas
@@ -38,14 +39,14 @@ from inverse.config import ClosureConfig
 from inverse.coverage import run_coverage
 from inverse.gan import InverseGAN
 from inverse.plots import plot_replica_histograms, plot_training
-from inverse.training import NonFiniteLossError, fit_gan
+from inverse.training import NonFiniteLossError, fit_gan, launch_rank
 from physics.binned import BinnedView
 from physics.config import load_yaml, parse_config
 from physics.datasets import Experiment
 from physics.likelihood import ExtendedLikelihood, cramer_rao, fisher_information, fit_bootstrap_mles, fit_mle
 from physics.plots import plot_data, plot_pdf_bands
 from physics.posterior import sample_posterior
-from physics.pseudodata import EventData, poisson_replica_weights
+from physics.pseudodata import EventData, generate_pseudodata, poisson_replica_weights
 from physics.reference import load_or_generate
 from physics.runs import format_table, open_run_dir, to_jsonable, write_json
 from surrogates.base import Surrogate
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", help="comma-separated true parameters (inside the prior box)")
     p.add_argument("--replicas", type=int, help="number of replicas R")
     p.add_argument("--steps", type=int, help="training steps")
+    p.add_argument("--devices", type=int, help="data-parallel processes per node (training.devices)")
+    p.add_argument("--num-nodes", type=int, help="nodes of the data-parallel training (training.num_nodes)")
     p.add_argument(
         "--sampler",
         metavar="KIND[:PATH]",
@@ -95,6 +98,10 @@ def resolve_config(args: argparse.Namespace) -> ClosureConfig:
         data["gan"]["training"]["replicas"] = args.replicas
     if args.steps is not None:
         data["gan"]["training"]["steps"] = args.steps
+    if args.devices is not None:
+        data["gan"]["training"]["devices"] = args.devices
+    if args.num_nodes is not None:
+        data["gan"]["training"]["num_nodes"] = args.num_nodes
     if args.coverage is not None:
         data["report"]["coverage"] = args.coverage
     if args.sampler is not None:
@@ -197,8 +204,10 @@ def run_closure(
     overwrite: bool = False,
     plots: bool = True,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Run the closure test and write the run directory; returns the summary (also in summary.json).
+
+    On a data-parallel rank other than 0 it only trains its share and returns None.
 
     Raises:
         ValueError: bad configuration or a run directory holding another run.
@@ -206,6 +215,12 @@ def run_closure(
     """
     start = time.perf_counter()
     out = Path(out)
+    t = config.gan.training
+    if launch_rank(t.devices, t.num_nodes) > 0:
+        experiment = Experiment(config.physics)
+        model = InverseGAN(config.gan, experiment, generate_pseudodata(experiment, seed=config.data.seed))
+        fit_gan(model, out, resume=resume, progress=False)
+        return None
     experiment = Experiment(config.physics)
     theory = experiment.theory
     names = theory.parameter_names

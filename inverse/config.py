@@ -159,9 +159,21 @@ class TrainingConfig(StrictModel):
     dtype: Literal["float32", "float64"] = "float32"
     seed: int = Field(0, ge=0, description="seeds initialization, noise and the replicas' Poisson weights")
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int = Field(
+        1, ge=1, le=1024, description="processes per node training this one model data-parallel (GPUs, or CPU gloo)"
+    )
+    num_nodes: int = Field(1, ge=1, le=4096, description="nodes of the data-parallel training")
+    strategy: Literal["auto", "ddp"] = Field(
+        "auto", description="auto: one process, or ddp when devices x num_nodes > 1; ddp: data-parallel steps"
+    )
     checkpoint_every: int = Field(100, ge=1)
     log_every: int = Field(10, ge=1)
     progress: bool = True
+
+    @property
+    def world_size(self) -> int:
+        """Processes training the model together (devices x num_nodes)."""
+        return self.devices * self.num_nodes
 
 
 class SamplerConfig(StrictModel):
@@ -224,11 +236,12 @@ class GANConfig(StrictModel):
                 "optimizer_g.name: natural (the default) needs generator.kind: point (a Fisher step per replica); "
                 "for an mlp generator set optimizer_g: {name: adam}"
             )
-        k = self.discriminator.set_size
-        if self.training.events_per_param % k:
+        k, world = self.discriminator.set_size, self.training.world_size
+        if self.training.events_per_param % (k * world):
+            split = f" x training.devices x training.num_nodes ({k} x {world})" if world > 1 else f" ({k})"
             raise ValueError(
                 f"training.events_per_param ({self.training.events_per_param}) must be a multiple of "
-                f"discriminator.set_size ({k})"
+                f"discriminator.set_size{split}: each process draws whole sets"
             )
         return self
 

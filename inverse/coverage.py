@@ -43,7 +43,8 @@ TARGETS: dict[str, tuple[float, float]] = {"68": (0.63, 0.73), "95": (0.93, 0.97
 def _key(config: ClosureConfig) -> str:
     """What a coverage row depends on: the forward model, the truth and the GAN (not the report settings)."""
     payload = {"physics": config.physics.model_dump(), "gan": config.gan.model_dump()}
-    payload["gan"]["training"].pop("progress", None)
+    for key in ("progress", "devices", "num_nodes", "strategy"):  # data parallelism does not change a fit
+        payload["gan"]["training"].pop(key, None)
     text = json.dumps(to_jsonable(payload), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -51,7 +52,9 @@ def _key(config: ClosureConfig) -> str:
 def _fit_one(config: ClosureConfig, experiment: Experiment, seed: int) -> dict[str, Any]:
     start, cpu = time.perf_counter(), time.process_time()
     data = generate_pseudodata(experiment, seed=seed)
-    model = InverseGAN(config.gan, experiment, data)
+    # The refits run in the leading process only (the data-parallel ranks have finished with the main fit).
+    one = config.gan.training.model_copy(update={"devices": 1, "num_nodes": 1, "strategy": "auto"})
+    model = InverseGAN(config.gan.model_copy(update={"training": one}), experiment, data)
     fit_gan(model, progress=False)
     est = model.cpu().double().estimates().numpy()
     truth = np.asarray(experiment.theory.truth)

@@ -127,9 +127,38 @@ class InverseGAN(nn.Module):
         self.register_buffer("loss_history", torch.zeros(t.steps, len(ids), 2))
         self._rngs: list[torch.Generator] | None = None
         self._pending_rng: list[Tensor] | None = None
+        self.rank, self.world = 0, 1
         self.to(getattr(torch, t.dtype))
 
     # -- bookkeeping ----------------------------------------------------------------------------------------
+    def set_shard(self, rank: int, world: int) -> None:
+        """Make this copy compute process ``rank``'s share of a data-parallel step over ``world`` processes.
+
+        Every process draws the full step's random numbers from the replicas' shared streams (so all streams stay
+        in step) and keeps its own contiguous block of each parameter set's events, of the sampled data sets and
+        of the bootstrap-weighted data. Each loss is a mean over sets (or a weighted sum normalized by the global
+        weight), rescaled so that the mean over processes of the per-process losses and gradients equals the
+        one-process loss and gradient of the same global batch (``inverse.training`` averages them).
+
+        Raises:
+            ValueError: ``training.events_per_param`` is not a multiple of ``world * discriminator.set_size``.
+        """
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not in [0, {world})")
+        n, k = self.config.training.events_per_param, self.config.discriminator.set_size
+        if n % (world * k):
+            raise ValueError(
+                f"training.events_per_param: {n} events per parameter set cannot be split into {world} processes "
+                f"x whole sets of discriminator.set_size = {k}; use a multiple of {world * k}"
+            )
+        self.rank, self.world = rank, world
+
+    def _block(self, size: int) -> slice:
+        """This process's contiguous share of ``size`` items (the first ``size % world`` processes get one more)."""
+        base, extra = divmod(size, self.world)
+        start = self.rank * base + min(self.rank, extra)
+        return slice(start, start + base + (self.rank < extra))
+
     @property
     def n_replicas(self) -> int:
         """R."""
@@ -177,18 +206,19 @@ class InverseGAN(nn.Module):
 
     # -- simulation -----------------------------------------------------------------------------------------
     def _draw(self, replicas: slice) -> tuple[Tensor, list[Tensor]]:
-        """Generator noise [r, B, noise_dim] and sampler uniforms [r, B, n] per dataset, replica by replica."""
+        """Generator noise [r, B, noise_dim] and this process's sampler uniforms [r, B, n / world] per dataset."""
         t = self.config.training
         like = self.generator.offset
         noise, uniforms = [], [[] for _ in range(self.n_datasets)]
         # The exact sampler takes one uniform per event; a surrogate may take several (a VAE's latent + noise).
         extra = (self.sampler.noise_dim,) if self.sampler.noise_dim > 1 else ()
         shape = (t.params_per_step, t.events_per_param, *extra)
+        own = self._block(t.events_per_param)
         for g in self.rngs()[replicas]:
             noise.append(self.generator.draw_noise(t.params_per_step, g))
             for j in range(self.n_datasets):
                 u = torch.rand(shape, generator=g, dtype=like.dtype, device=like.device)
-                uniforms[j].append(u)
+                uniforms[j].append(u[:, own])
         return torch.stack(noise), [torch.stack(u) for u in uniforms]
 
     def simulate(self, theta: Tensor, uniforms: list[Tensor]) -> list[Tensor]:
@@ -214,8 +244,28 @@ class InverseGAN(nn.Module):
         sets = events.reshape(r, b * (n // k), k)
         return sets.sort(-1).values if k > 1 else sets
 
-    def _sampled_data_sets(self, j: int, replicas: slice, n_sets: int) -> Tensor:
-        """n_sets sorted sets of the replica's data drawn with its bootstrap weights, [r, n_sets, k]."""
+    def _generated_set_index(self, device: torch.device) -> slice | Tensor:
+        """Indices, among the whole step's generated sets, of this process's sets (parameter set by parameter set)."""
+        if self.world == 1:
+            return slice(None)
+        t, k = self.config.training, self.config.discriminator.set_size
+        per_param = t.events_per_param // k
+        own = self._block(per_param)
+        index = torch.arange(t.params_per_step, device=device)[:, None] * per_param
+        return (index + torch.arange(own.start, own.stop, device=device)).flatten()
+
+    def _sampled_data_sets(self, j: int, replicas: slice, n_sets: int, own: slice | Tensor | None = None) -> Tensor:
+        """This process's share of n_sets sorted sets of the replica's data drawn with its bootstrap weights.
+
+        Args:
+            j: dataset.
+            replicas: replica slice.
+            n_sets: sets drawn for the whole step (on every process, from the shared streams).
+            own: which of them this process keeps (default: its contiguous block).
+
+        Returns:
+            [r, m, k] with m = n_sets on one process.
+        """
         k = self.config.discriminator.set_size
         x, w = self.data(j), self.weights(j)[replicas]
         idx = torch.stack(
@@ -224,17 +274,26 @@ class InverseGAN(nn.Module):
                 for wr, g in zip(w, self.rngs()[replicas])
             ]
         )
-        sets = x[idx].reshape(-1, n_sets, k)
+        sets = x[idx].reshape(-1, n_sets, k)[:, self._block(n_sets) if own is None else own]
         return sets.sort(-1).values if k > 1 else sets
 
     def _data_sets(self, j: int, replicas: slice) -> tuple[Tensor, Tensor | None]:
-        """Data sets the discriminator sees this step and their normalized weights (None: equal)."""
+        """This process's data sets for the discriminator this step and their weights (None: equal).
+
+        The weights are normalized over all processes' sets and multiplied by the number of processes, so that
+        the mean over processes is the one-process weighted mean whatever the shares' sizes.
+        """
         t, k = self.config.training, self.config.discriminator.set_size
         if k == 1 and t.data_batch is None:
             x, w = self.data(j), self.weights(j)[replicas]
-            return x.view(1, -1, 1).expand(w.shape[0], -1, -1), w / w.sum(-1, keepdim=True)
+            own = self._block(len(x))
+            weights = w[:, own] * (self.world / w.sum(-1, keepdim=True))
+            return x[own].view(1, -1, 1).expand(w.shape[0], -1, -1), weights
         n_sets = t.data_batch or max(1, len(self.data(j)) // k)
-        return self._sampled_data_sets(j, replicas, n_sets), None
+        sets = self._sampled_data_sets(j, replicas, n_sets)
+        if self.world == 1:
+            return sets, None
+        return sets, sets.new_full(sets.shape[:2], self.world / n_sets)
 
     # -- losses ---------------------------------------------------------------------------------------------
     def generator_loss(self, replicas: slice) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -280,12 +339,13 @@ class InverseGAN(nn.Module):
         real = self.discriminators(real_sets, j, replicas)
         total = discriminator_loss(loss_cfg.kind, real, fake, real_weights)
         if loss_cfg.kind == "wgan_gp" and loss_cfg.gp_weight > 0:
-            real_gp = self._sampled_data_sets(j, replicas, fake_sets.shape[1])
+            # One penalty point per generated set of the whole step, drawn in full on every process (shared streams);
+            # this process keeps the points paired with its own generated sets.
+            n_sets = fake_sets.shape[1] * self.world
+            own = self._generated_set_index(x.device)
+            real_gp = self._sampled_data_sets(j, replicas, n_sets, own)
             mix = torch.stack(
-                [
-                    torch.rand(fake_sets.shape[1], 1, generator=g, dtype=x.dtype, device=x.device)
-                    for g in self.rngs()[replicas]
-                ]
+                [torch.rand(n_sets, 1, generator=g, dtype=x.dtype, device=x.device)[own] for g in self.rngs()[replicas]]
             )
             critic = lambda s, j=j: self.discriminators(s, j, replicas)  # noqa: E731
             total = total + loss_cfg.gp_weight * gradient_penalty(critic, real_gp, fake_sets, mix)

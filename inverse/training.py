@@ -4,39 +4,57 @@ One training step updates every replica's generator once on fresh events, then i
 ``training.d_steps`` times (the first time on the same events, detached). Losses are summed over replicas, so
 each replica gets exactly its own gradient (``inverse.stacked``). Checkpoints hold the model, the optimizers,
 the schedules and the replicas' random generators, so a resumed run continues the same random streams.
+
+Data parallelism (``training.devices`` x ``training.num_nodes`` > 1, ``strategy: ddp``): every process holds the
+whole model and computes its share of each step's events (``InverseGAN.set_shard``); the gradients of each player
+update are averaged over processes by one all-reduce before the optimizer steps, so every process takes the same
+step and the training equals one process on the same global batch up to rounding. SAGIPS (Lersch et al.,
+arXiv:2407.00051) exchanges generator gradients asynchronously by ring all-reduce; this is the synchronous limit,
+with the discriminators averaged too. Processes are started by ``srun`` (``slurm/train.sh``) or, on a workstation,
+by Lightning itself (one process per device, gloo on CPUs, NCCL on GPUs). The trainer, its callbacks and the
+data-parallel strategy are the suite's shared ones (``surrogates.steps``, re-exported here).
 """
 
 from __future__ import annotations
 
-import itertools
-import logging
 import math
 import os
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.fabric.plugins.environments import LightningEnvironment
-from lightning.pytorch.callbacks import TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger
+import torch.distributed as dist
+from lightning.pytorch.accelerators import CPUAccelerator
 from torch import Tensor
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 from inverse.config import OptimizerConfig, SchedulerConfig
 from inverse.gan import InverseGAN
 from inverse.natural import NaturalGradient
+from surrogates.steps import (
+    DataParallelStrategy,
+    StepBar,
+    StepCheckpoint,
+    StepsDataset,
+    cluster_environment,
+    launch_rank,
+    step_trainer,
+)
 
 __all__ = [
+    "DataParallelStrategy",
     "GANModule",
     "NonFiniteLossError",
     "StepBar",
     "StepCheckpoint",
     "StepsDataset",
+    "cluster_environment",
     "fit_gan",
+    "launch_rank",
     "make_optimizer",
     "schedule",
     "step_trainer",
@@ -80,13 +98,6 @@ def schedule(config: SchedulerConfig, steps: int) -> Any:
     return factor
 
 
-class StepsDataset(IterableDataset):
-    """Endless step indices: the model draws its own minibatches, Lightning only needs something to iterate."""
-
-    def __iter__(self) -> Iterator[int]:
-        return itertools.count()
-
-
 class GANModule(L.LightningModule):
     """Lightning wrapper of :class:`InverseGAN` (manual optimization of generator and discriminators)."""
 
@@ -113,6 +124,30 @@ class GANModule(L.LightningModule):
         """Step indices (the data live in the model)."""
         return DataLoader(StepsDataset(), batch_size=None)
 
+    def setup(self, stage: str) -> None:
+        """Give this process its share of each step's events (all of them on one process)."""
+        self.model.set_shard(self.trainer.global_rank, self.trainer.world_size)
+
+    def teardown(self, stage: str) -> None:
+        """The trained model evaluates whole batches again."""
+        self.model.set_shard(0, 1)
+
+    def _average_gradients(self, module: torch.nn.Module) -> None:
+        """Mean of each gradient over the data-parallel processes (one all-reduce of all of them)."""
+        if self.trainer.world_size == 1:
+            return
+        params = [p for p in module.parameters() if p.grad is not None]
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        dist.all_reduce(flat)
+        flat /= self.trainer.world_size
+        offset = 0
+        for p in params:
+            p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
+            offset += p.numel()
+
+    def _mean_over_processes(self, value: Tensor) -> Tensor:
+        return value if self.trainer.world_size == 1 else self.trainer.strategy.reduce(value, reduce_op="mean")
+
     def configure_optimizers(self) -> Any:
         """Adam (or the configured optimizer) for each player, with the configured schedule."""
         cfg = self.model.config
@@ -138,6 +173,8 @@ class GANModule(L.LightningModule):
         return -1 if self.steps_done >= self.steps_total else None
 
     def _check(self, loss: Tensor, player: str) -> None:
+        # Every process must see the same verdict, or the healthy ones would wait forever in the next all-reduce.
+        loss = self._mean_over_processes(loss.detach())
         if bool(torch.isfinite(loss).all()):
             return
         bad = [self.model.replica_ids[i] for i in torch.nonzero(~torch.isfinite(loss)).flatten().tolist()][:10]
@@ -166,6 +203,7 @@ class GANModule(L.LightningModule):
                 events.append(ev)
         finally:
             m.discriminators.requires_grad_(True)
+        self._average_gradients(m.generator)
         opt_g.step()
 
         for d in range(m.config.training.d_steps):
@@ -176,11 +214,13 @@ class GANModule(L.LightningModule):
                 self._check(loss, "discriminator")
                 self.manual_backward(loss.sum())
                 d_losses.append(loss.detach())
+            self._average_gradients(m.discriminators)
             opt_d.step()
         for sched in self.lr_schedulers():
             sched.step()
 
-        g_loss, d_loss = torch.cat(g_losses), torch.cat(d_losses)
+        g_loss = self._mean_over_processes(torch.cat(g_losses))
+        d_loss = self._mean_over_processes(torch.cat(d_losses))
         m.record(torch.cat(thetas), g_loss, d_loss)
         self._last_finite = {"generator": float(g_loss.mean()), "discriminator": float(d_loss.mean())}
         self.log_dict(
@@ -198,117 +238,6 @@ class GANModule(L.LightningModule):
         """Restore the replicas' random streams."""
         if "replica_rng" in checkpoint:
             self.model.set_rng_state(checkpoint["replica_rng"])
-
-
-class StepCheckpoint(L.Callback):
-    """Write ``last.ckpt`` (atomically) every ``every`` steps and at the end of training.
-
-    Works with any module exposing ``steps_done`` and ``steps_total`` (the GAN's and VAIM's).
-    """
-
-    def __init__(self, directory: str | Path, every: int) -> None:
-        self.directory = Path(directory)
-        self.every = every
-
-    def _save(self, trainer: L.Trainer) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.directory / "last.ckpt.tmp"
-        trainer.save_checkpoint(tmp)
-        os.replace(tmp, self.directory / "last.ckpt")
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
-        """Checkpoint on schedule."""
-        step = pl_module.steps_done
-        if step % self.every == 0 or step == pl_module.steps_total:
-            self._save(trainer)
-
-
-class StepBar(TQDMProgressBar):
-    """Progress bar over training steps (the endless epoch has no length of its own).
-
-    Works with any module exposing ``steps_done``, ``steps_total`` and ``progress_label``.
-    """
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: Any) -> None:
-        """Size the bar by the steps to train and start it where a resumed run stands."""
-        super().on_train_epoch_start(trainer, pl_module)
-        self.train_progress_bar.reset(total=pl_module.steps_total)
-        self.train_progress_bar.initial = pl_module.steps_done
-        self.train_progress_bar.set_description(pl_module.progress_label)
-
-    def get_metrics(self, trainer: L.Trainer, pl_module: Any) -> dict[str, Any]:
-        """Lightning's metrics without the logger version."""
-        metrics = super().get_metrics(trainer, pl_module)
-        metrics.pop("v_num", None)
-        return metrics
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
-        """Advance to the module's step count."""
-        bar = self.train_progress_bar
-        bar.n = pl_module.steps_done
-        if bar.n % max(1, self.refresh_rate) == 0 or bar.n == bar.total:
-            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
-            bar.refresh()
-
-
-def step_trainer(
-    directory: Path | None,
-    *,
-    accelerator: str,
-    dtype: str,
-    log_every: int,
-    checkpoint_every: int,
-    progress: bool,
-    resume: bool,
-    callbacks: list[L.Callback] | None = None,
-) -> tuple[L.Trainer, str | None]:
-    """A one-device Lightning trainer for step-counted training, with checkpoints, progress bar and CSV log.
-
-    Args:
-        directory: where ``checkpoints/last.ckpt`` and Lightning's CSV log go (None: nowhere).
-        accelerator: ``auto``, ``cpu``, ``gpu``/``cuda`` or ``mps``.
-        dtype: ``float32`` or ``float64`` (Lightning's precision).
-        log_every: steps between log rows and progress-bar updates.
-        checkpoint_every: steps between checkpoints.
-        progress: show a progress bar.
-        resume: continue from ``directory/checkpoints/last.ckpt`` if it exists.
-        callbacks: extra callbacks.
-
-    Returns:
-        (trainer, checkpoint path to pass to ``fit`` or None).
-    """
-    # Lightning's advertising tip and checkpoint chatter are noise in a CLI; warnings still show.
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").setLevel(logging.WARNING)
-    callbacks = list(callbacks or [])
-    if progress:
-        callbacks.append(StepBar(refresh_rate=max(1, log_every)))
-    ckpt = None
-    if directory is not None:
-        directory = Path(directory)
-        callbacks.append(StepCheckpoint(directory / "checkpoints", checkpoint_every))
-        last = directory / "checkpoints" / "last.ckpt"
-        ckpt = str(last) if resume and last.is_file() else None
-    trainer = L.Trainer(
-        accelerator={"cuda": "gpu"}.get(accelerator, accelerator),
-        devices=1,
-        # One device, one process: name the environment so Lightning does not probe for a cluster. Its probes
-        # would ask MPI for the world size (aborting a process where mpi4py is imported but MPI is off, as in
-        # DeepHyper's workers) and would read an enclosing srun's task count as this run's world size.
-        plugins=[LightningEnvironment()],
-        max_epochs=1,
-        max_steps=-1,
-        precision="64-true" if dtype == "float64" else "32-true",
-        # A new CSV version per (re)start: a resumed run must not delete the metrics logged before the interruption.
-        logger=CSVLogger(directory, name="lightning_logs") if directory is not None else False,
-        log_every_n_steps=log_every,
-        enable_checkpointing=False,
-        enable_progress_bar=progress,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=callbacks,
-    )
-    return trainer, ckpt
 
 
 def fit_gan(
@@ -343,7 +272,14 @@ def fit_gan(
         progress=t.progress if progress is None else progress,
         resume=resume,
         callbacks=callbacks,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
     )
+    if t.world_size > 1 and isinstance(trainer.accelerator, CPUAccelerator):
+        # Processes sharing a node's cores: each gets its share (srun's -c when given), not all of them.
+        cpus = int(os.environ.get("SLURM_CPUS_PER_TASK") or 0) or max(1, (os.cpu_count() or 1) // t.devices)
+        torch.set_num_threads(cpus)
     module = GANModule(model)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")

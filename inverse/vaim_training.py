@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from inverse.training import StepsDataset, step_trainer
 from inverse.vaim import VAIM
+from surrogates.steps import StepsDataset, step_trainer
 
 __all__ = ["LOSS_TERMS", "NonFiniteVAIMLossError", "VAIMModule", "fit_vaim"]
 

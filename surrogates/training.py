@@ -9,38 +9,25 @@ negative log-likelihood or negative ELBO; the cGAN makes one simultaneous genera
 
 from __future__ import annotations
 
-import itertools
-import logging
 import math
-import os
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.fabric.plugins.environments import LightningEnvironment
-from lightning.pytorch.callbacks import TQDMProgressBar
-from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 from surrogates.base import Surrogate
 from surrogates.cgan import GANSurrogate
+from surrogates.steps import StepsDataset, step_trainer
 
 __all__ = ["NonFiniteSurrogateLossError", "SurrogateModule", "fit_surrogate"]
 
 
 class NonFiniteSurrogateLossError(RuntimeError):
     """The training loss became NaN or infinite (the message names the step)."""
-
-
-class _Steps(IterableDataset):
-    """Endless step indices: the module draws its own minibatches."""
-
-    def __iter__(self) -> Iterator[int]:
-        return itertools.count()
 
 
 def _cosine(steps: int, min_ratio: float) -> Any:
@@ -70,9 +57,24 @@ class SurrogateModule(L.LightningModule):
         # Column 0: the step's loss (generator loss for the cGAN); column 1: discriminator loss (cGAN only).
         self.register_buffer("loss_history", torch.full((steps, 2), float("nan"), dtype=torch.float64))
 
+    @property
+    def steps_done(self) -> int:
+        """Steps trained so far (restored from checkpoints)."""
+        return int(self.step_count)
+
+    @property
+    def steps_total(self) -> int:
+        """Steps to train."""
+        return self.model.config.training.steps
+
+    @property
+    def progress_label(self) -> str:
+        """Progress-bar title."""
+        return f"{self.model.kind} surrogate"
+
     def train_dataloader(self) -> DataLoader:
         """Step indices (the training set lives in the module)."""
-        return DataLoader(_Steps(), batch_size=None)
+        return DataLoader(StepsDataset(), batch_size=None)
 
     def configure_optimizers(self) -> Any:
         """Adam for the model (two, for the cGAN's players), cosine schedule over ``training.steps``."""
@@ -145,44 +147,6 @@ class SurrogateModule(L.LightningModule):
             self.log("d_loss", losses[1], prog_bar=True, on_step=True, batch_size=ctx.shape[0])
 
 
-class _Checkpoint(L.Callback):
-    """``last.ckpt`` (atomic) every ``every`` steps and at the end."""
-
-    def __init__(self, directory: Path, every: int) -> None:
-        self.directory, self.every = directory, every
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: SurrogateModule, *args: Any) -> None:
-        """Checkpoint on schedule."""
-        step = int(pl_module.step_count)
-        if step % self.every == 0 or step == pl_module.model.config.training.steps:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = self.directory / "last.ckpt.tmp"
-            trainer.save_checkpoint(tmp)
-            os.replace(tmp, self.directory / "last.ckpt")
-
-
-class _Bar(TQDMProgressBar):
-    """Progress over training steps."""
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: SurrogateModule) -> None:
-        super().on_train_epoch_start(trainer, pl_module)
-        self.train_progress_bar.reset(total=pl_module.model.config.training.steps)
-        self.train_progress_bar.initial = int(pl_module.step_count)
-        self.train_progress_bar.set_description(f"{pl_module.model.kind} surrogate")
-
-    def get_metrics(self, trainer: L.Trainer, pl_module: SurrogateModule) -> dict[str, Any]:
-        metrics = super().get_metrics(trainer, pl_module)
-        metrics.pop("v_num", None)
-        return metrics
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: SurrogateModule, *args: Any) -> None:
-        bar = self.train_progress_bar
-        bar.n = int(pl_module.step_count)
-        if bar.n % max(1, self.refresh_rate) == 0 or bar.n == bar.total:
-            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
-            bar.refresh()
-
-
 def fit_surrogate(
     model: Surrogate,
     theta: Tensor,
@@ -207,35 +171,17 @@ def fit_surrogate(
         The Lightning module (``loss_history`` holds the losses per step).
     """
     cfg = model.config.training
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
-    logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").setLevel(logging.WARNING)
-    show = cfg.progress if progress is None else progress
-    callbacks = list(callbacks or [])
-    if show:
-        callbacks.append(_Bar(refresh_rate=max(1, cfg.log_every)))
-    ckpt = None
-    if directory is not None:
-        directory = Path(directory)
-        callbacks.append(_Checkpoint(directory / "checkpoints", cfg.checkpoint_every))
-        last = directory / "checkpoints" / "last.ckpt"
-        ckpt = str(last) if resume and last.is_file() else None
-    model.to(getattr(torch, cfg.dtype))
-    trainer = L.Trainer(
-        accelerator={"cuda": "gpu"}.get(cfg.accelerator, cfg.accelerator),
-        devices=1,
-        # One process: no cluster probing (it would query an uninitialized MPI or an enclosing srun's tasks).
-        plugins=[LightningEnvironment()],
-        max_epochs=1,
-        max_steps=-1,
-        precision="64-true" if cfg.dtype == "float64" else "32-true",
-        logger=CSVLogger(directory, name="lightning_logs") if directory is not None else False,
-        log_every_n_steps=cfg.log_every,
-        enable_checkpointing=False,
-        enable_progress_bar=show,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
+    trainer, ckpt = step_trainer(
+        None if directory is None else Path(directory),
+        accelerator=cfg.accelerator,
+        dtype=cfg.dtype,
+        log_every=cfg.log_every,
+        checkpoint_every=cfg.checkpoint_every,
+        progress=cfg.progress if progress is None else progress,
+        resume=resume,
         callbacks=callbacks,
     )
+    model.to(getattr(torch, cfg.dtype))
     module = SurrogateModule(model, theta, t)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from hpo.config import load_search_config
-from hpo.search import main, read_results
+from hpo.search import build_parser, main, read_results, resolve
 from inverse.config import ClosureConfig
 from physics.config import load_yaml
 
@@ -73,6 +73,15 @@ def test_bad_runcard_fields_and_files_are_named(tmp_path: Path, capsys) -> None:
         load_search_config(write(tmp_path, {"loss": {"penalties": ["integrability"]}}))
     assert main(["--config", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "run")]) == 2
     assert "--config: " in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"gan\.training\.devices / num_nodes: a trial trains on its worker's one"):
+        load_search_config(write(tmp_path, {"overrides": {"gan.training.devices": 2}}))
+    with pytest.raises(ValueError, match="--time-left"):
+        resolve(build_parser().parse_args(["--config", str(write(tmp_path, {})), "--out", "x", "--time-left", "0"]))
+    args = build_parser().parse_args(["--config", str(write(tmp_path, {})), "--out", "x", "--time-left", "50"])
+    assert resolve(args)[0].search.timeout == 50  # the job's time left caps the search ...
+    args = build_parser().parse_args(["--config", str(write(tmp_path, {})), "--out", "x", "--time-left", "50"])
+    args.timeout = 20
+    assert resolve(args)[0].search.timeout == 20  # ... unless the search's own timeout is shorter
 
 
 def test_serial_search_records_failures_and_writes_a_usable_best_runcard(tmp_path: Path) -> None:

@@ -1,0 +1,226 @@
+"""Step-counted Lightning training shared by every model of the suite: trainer, progress bar, checkpoints, DDP.
+
+The models draw their own minibatches, so Lightning iterates over endless step indices (:class:`StepsDataset`) and
+the modules say where they stand (``steps_done``, ``steps_total``, ``progress_label``). :func:`step_trainer` builds
+the trainer: CSV log, atomic ``checkpoints/last.ckpt`` (:class:`StepCheckpoint`), a progress bar over steps
+(:class:`StepBar`) and, for ``devices x num_nodes > 1``, data-parallel processes (:class:`DataParallelStrategy`)
+started by ``srun`` or by Lightning (:func:`cluster_environment`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.fabric.plugins.environments import ClusterEnvironment, LightningEnvironment, SLURMEnvironment
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.overrides.distributed import _sync_module_states
+from lightning.pytorch.strategies import DDPStrategy
+from torch.utils.data import IterableDataset
+
+__all__ = [
+    "DataParallelStrategy",
+    "StepBar",
+    "StepCheckpoint",
+    "StepsDataset",
+    "cluster_environment",
+    "launch_rank",
+    "step_trainer",
+]
+
+
+class DataParallelStrategy(DDPStrategy):
+    """Lightning's DDP (processes, process group, cluster environment) without the ``DistributedDataParallel`` wrapper.
+
+    A GAN step makes several backward passes per player (replica chunks, extra discriminator updates), which
+    DDP's reducer, built for one backward per forward, cannot sync. The module is kept unwrapped, rank 0's
+    parameters and buffers are broadcast once, and :class:`GANModule` averages each player's gradients itself.
+    """
+
+    def configure_ddp(self) -> None:
+        """Start every process from rank 0's state instead of wrapping the module."""
+        assert self.model is not None
+        _sync_module_states(self.model)
+
+
+def _srun_tasks() -> int | None:
+    """Tasks of the enclosing ``srun`` step (None outside one; a batch script's own shell is not a step)."""
+    step = os.environ.get("SLURM_STEP_ID", "")
+    if "SLURM_PROCID" not in os.environ or not step.isdigit():
+        return None
+    return int(os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS") or 1)
+
+
+def launch_rank(devices: int, num_nodes: int) -> int:
+    """This process's rank in the data-parallel training, known before Lightning starts (0: the leading one).
+
+    Under ``srun`` it is the task's rank; with Lightning's own launcher the processes it starts carry
+    ``LOCAL_RANK`` (and ``NODE_RANK`` across nodes), while the one a user started is rank 0.
+    """
+    if devices * num_nodes == 1:
+        return 0
+    if (_srun_tasks() or 1) > 1:
+        return int(os.environ["SLURM_PROCID"])
+    return int(os.environ.get("NODE_RANK") or 0) * devices + int(os.environ.get("LOCAL_RANK") or 0)
+
+
+def cluster_environment(devices: int, num_nodes: int) -> ClusterEnvironment:
+    """Where the training processes come from: ``srun``'s tasks, or Lightning's own launcher.
+
+    One process: :class:`LightningEnvironment`, named so that Lightning does not probe for a cluster (its probes
+    ask MPI for the world size, which aborts a process where mpi4py is imported but MPI is off, as in DeepHyper's
+    workers, and would read an enclosing srun's task count as this run's world size).
+
+    Raises:
+        ValueError: under ``srun``, the task count differs from ``devices x num_nodes``.
+    """
+    world = devices * num_nodes
+    tasks = _srun_tasks()
+    if world == 1 or tasks is None or tasks == 1:
+        return LightningEnvironment()
+    if tasks != world:
+        raise ValueError(
+            f"training.devices x training.num_nodes = {devices} x {num_nodes} = {world} processes, but srun started "
+            f"{tasks} tasks; set them to srun's --ntasks-per-node and --nodes (slurm/train.sh passes --devices "
+            "and --num-nodes from them)"
+        )
+    return SLURMEnvironment(auto_requeue=False)
+
+
+class StepsDataset(IterableDataset):
+    """Endless step indices: the model draws its own minibatches, Lightning only needs something to iterate."""
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.count()
+
+
+class StepCheckpoint(L.Callback):
+    """Write ``last.ckpt`` (atomically) every ``every`` steps and at the end of training.
+
+    Works with any module exposing ``steps_done`` and ``steps_total`` (the GAN's and VAIM's).
+    """
+
+    def __init__(self, directory: str | Path, every: int) -> None:
+        self.directory = Path(directory)
+        self.every = every
+
+    def _save(self, trainer: L.Trainer) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.directory / "last.ckpt.tmp"
+        trainer.save_checkpoint(tmp)  # written by rank 0 only, behind a barrier
+        if trainer.is_global_zero:
+            os.replace(tmp, self.directory / "last.ckpt")
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+        """Checkpoint on schedule."""
+        step = pl_module.steps_done
+        if step % self.every == 0 or step == pl_module.steps_total:
+            self._save(trainer)
+
+
+class StepBar(TQDMProgressBar):
+    """Progress bar over training steps (the endless epoch has no length of its own).
+
+    Works with any module exposing ``steps_done``, ``steps_total`` and ``progress_label``.
+    """
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        """Size the bar by the steps to train and start it where a resumed run stands."""
+        super().on_train_epoch_start(trainer, pl_module)
+        self.train_progress_bar.reset(total=pl_module.steps_total)
+        self.train_progress_bar.initial = pl_module.steps_done
+        self.train_progress_bar.set_description(pl_module.progress_label)
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: Any) -> dict[str, Any]:
+        """Lightning's metrics without the logger version."""
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, *args: Any) -> None:
+        """Advance to the module's step count."""
+        bar = self.train_progress_bar
+        bar.n = pl_module.steps_done
+        if bar.n % max(1, self.refresh_rate) == 0 or bar.n == bar.total:
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+            bar.refresh()
+
+
+def step_trainer(
+    directory: Path | None,
+    *,
+    accelerator: str,
+    dtype: str,
+    log_every: int,
+    checkpoint_every: int,
+    progress: bool,
+    resume: bool,
+    callbacks: list[L.Callback] | None = None,
+    devices: int = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+) -> tuple[L.Trainer, str | None]:
+    """A Lightning trainer for step-counted training, with checkpoints, progress bar and CSV log.
+
+    Args:
+        directory: where ``checkpoints/last.ckpt`` and Lightning's CSV log go (None: nowhere).
+        accelerator: ``auto``, ``cpu``, ``gpu``/``cuda`` or ``mps``.
+        dtype: ``float32`` or ``float64`` (Lightning's precision).
+        log_every: steps between log rows and progress-bar updates.
+        checkpoint_every: steps between checkpoints.
+        progress: show a progress bar.
+        resume: continue from ``directory/checkpoints/last.ckpt`` if it exists.
+        callbacks: extra callbacks.
+        devices: processes per node (``devices x num_nodes > 1``: data parallel, for modules that average their
+            gradients like :class:`GANModule`).
+        num_nodes: nodes.
+        strategy: ``auto`` (one process, or data parallel when there are several) or ``ddp``.
+
+    Returns:
+        (trainer, checkpoint path to pass to ``fit`` or None).
+
+    Raises:
+        ValueError: under ``srun``, the task count differs from ``devices x num_nodes``.
+    """
+    # Lightning's advertising tip and checkpoint chatter are noise in a CLI; warnings still show.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").setLevel(logging.WARNING)
+    # Lightning's hint to prepend srun fires on any machine with Slurm installed; running without it is a choice.
+    warnings.filterwarnings("ignore", message="The `srun` command is available on your system but is not used")
+    callbacks = list(callbacks or [])
+    if progress:
+        callbacks.append(StepBar(refresh_rate=max(1, log_every)))
+    ckpt = None
+    if directory is not None:
+        directory = Path(directory)
+        callbacks.append(StepCheckpoint(directory / "checkpoints", checkpoint_every))
+        last = directory / "checkpoints" / "last.ckpt"
+        ckpt = str(last) if resume and last.is_file() else None
+    environment = cluster_environment(devices, num_nodes)
+    parallel = devices * num_nodes > 1 or strategy == "ddp"
+    trainer = L.Trainer(
+        accelerator={"cuda": "gpu"}.get(accelerator, accelerator),
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=DataParallelStrategy(cluster_environment=environment) if parallel else "auto",
+        plugins=None if parallel else [environment],
+        max_epochs=1,
+        max_steps=-1,
+        precision="64-true" if dtype == "float64" else "32-true",
+        # A new CSV version per (re)start: a resumed run must not delete the metrics logged before the interruption.
+        logger=CSVLogger(directory, name="lightning_logs") if directory is not None else False,
+        log_every_n_steps=log_every,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+    )
+    return trainer, ckpt
