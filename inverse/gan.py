@@ -287,7 +287,8 @@ class InverseGAN(nn.Module):
         if k == 1 and t.data_batch is None:
             x, w = self.data(j), self.weights(j)[replicas]
             own = self._block(len(x))
-            weights = w[:, own] * (self.world / w.sum(-1, keepdim=True))
+            # Dividing by (total / world) keeps one process bit-identical to w / total.
+            weights = w[:, own] / (w.sum(-1, keepdim=True) / self.world)
             return x[own].view(1, -1, 1).expand(w.shape[0], -1, -1), weights
         n_sets = t.data_batch or max(1, len(self.data(j)) // k)
         sets = self._sampled_data_sets(j, replicas, n_sets)

@@ -54,6 +54,7 @@ ARGS+=(${QCDGIP_ARGS:-})
 
 echo "== $(date -Is) job ${SLURM_JOB_ID:-?}: $NODES node(s), $WORKERS workers + 1 manager, $CPUS_PER_TASK CPUs per" \
      "task, GPUs per node: ${GPUS:-none}; run directory $RUN_DIR"
-echo "== srun -n $TASKS ${SRUN_CPU_ARGS[*]} $PYTHON -m hpo.search ${ARGS[*]}"
-srun --ntasks="$TASKS" "${SRUN_CPU_ARGS[@]}" "$PYTHON" -m hpo.search "${ARGS[@]}"
+echo "== srun -n $TASKS --kill-on-bad-exit=1 ${SRUN_CPU_ARGS[*]} $PYTHON -m hpo.search ${ARGS[*]}"
+# --kill-on-bad-exit: a crashed rank ends the job (resubmit to continue) instead of leaving the manager waiting.
+srun --ntasks="$TASKS" --kill-on-bad-exit=1 "${SRUN_CPU_ARGS[@]}" "$PYTHON" -m hpo.search "${ARGS[@]}"
 echo "== $(date -Is) done: $RUN_DIR/results.csv, best.yaml, report.md"

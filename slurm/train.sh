@@ -36,6 +36,7 @@ ARGS=(--config "$CONFIG" --out "$RUN_DIR" --resume --devices "$PER_NODE" --num-n
 
 echo "== $(date -Is) job ${SLURM_JOB_ID:-?}: $NODES node(s) x $PER_NODE processes, $CPUS_PER_TASK CPUs each;" \
      "run directory $RUN_DIR"
-echo "== srun ${SRUN_CPU_ARGS[*]} $PYTHON -m inverse.closure ${ARGS[*]}"
-srun --ntasks-per-node="$PER_NODE" "${SRUN_CPU_ARGS[@]}" "$PYTHON" -m inverse.closure "${ARGS[@]}"
+echo "== srun --kill-on-bad-exit=1 ${SRUN_CPU_ARGS[*]} $PYTHON -m inverse.closure ${ARGS[*]}"
+# --kill-on-bad-exit: if one rank dies, the others are stopped instead of waiting for it until the time limit.
+srun --ntasks-per-node="$PER_NODE" --kill-on-bad-exit=1 "${SRUN_CPU_ARGS[@]}" "$PYTHON" -m inverse.closure "${ARGS[@]}"
 echo "== $(date -Is) done: $RUN_DIR/summary.json, report.md"

@@ -14,6 +14,7 @@ import logging
 import os
 import warnings
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch.utils.data import IterableDataset
 
 __all__ = [
+    "RENDEZVOUS_TIMEOUT",
     "DataParallelStrategy",
     "StepBar",
     "StepCheckpoint",
@@ -35,13 +37,17 @@ __all__ = [
     "step_trainer",
 ]
 
+RENDEZVOUS_TIMEOUT = timedelta(hours=2)
+"""How long the data-parallel processes wait for each other (process-group set-up and collectives)."""
+
 
 class DataParallelStrategy(DDPStrategy):
     """Lightning's DDP (processes, process group, cluster environment) without the ``DistributedDataParallel`` wrapper.
 
     A GAN step makes several backward passes per player (replica chunks, extra discriminator updates), which
     DDP's reducer, built for one backward per forward, cannot sync. The module is kept unwrapped, rank 0's
-    parameters and buffers are broadcast once, and :class:`GANModule` averages each player's gradients itself.
+    parameters and buffers are broadcast once, and the module averages its gradients itself before each optimizer
+    step (``inverse.training.GANModule``: one all-reduce per player update).
     """
 
     def configure_ddp(self) -> None:
@@ -104,7 +110,7 @@ class StepsDataset(IterableDataset):
 class StepCheckpoint(L.Callback):
     """Write ``last.ckpt`` (atomically) every ``every`` steps and at the end of training.
 
-    Works with any module exposing ``steps_done`` and ``steps_total`` (the GAN's and VAIM's).
+    Works with any module exposing ``steps_done`` and ``steps_total`` (the GAN's, VAIM's and the surrogates').
     """
 
     def __init__(self, directory: str | Path, every: int) -> None:
@@ -209,7 +215,11 @@ def step_trainer(
         accelerator={"cuda": "gpu"}.get(accelerator, accelerator),
         devices=devices,
         num_nodes=num_nodes,
-        strategy=DataParallelStrategy(cluster_environment=environment) if parallel else "auto",
+        # Ranks other than 0 wait at the rendezvous while rank 0 prepares the data and the reference posterior, which
+        # may take longer than torch's 30-minute default.
+        strategy=DataParallelStrategy(cluster_environment=environment, timeout=RENDEZVOUS_TIMEOUT)
+        if parallel
+        else "auto",
         plugins=None if parallel else [environment],
         max_epochs=1,
         max_steps=-1,
