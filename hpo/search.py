@@ -40,6 +40,7 @@ import numpy as np
 from hpo.config import SearchConfig, apply_overrides, base_runcard, solver_model
 from physics.config import load_yaml, parse_config
 from physics.runs import write_json, write_yaml
+from surrogates.steps import srun_tasks
 
 __all__ = [
     "EVALUATORS",
@@ -86,7 +87,7 @@ def launched_by_mpi() -> bool:
     for key in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "PMIX_SIZE"):
         if int(os.environ.get(key, "1") or 1) > 1:
             return True
-    return "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1
+    return (srun_tasks() or 1) > 1
 
 
 def bind_worker_gpu(comm: Any) -> str | None:
@@ -254,7 +255,7 @@ def read_results(out: Path) -> Any:
 def _threads(config: SearchConfig, workers: int) -> int:
     if config.search.torch_threads:
         return config.search.torch_threads
-    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit() and "SLURM_STEP_ID" in os.environ:
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit() and srun_tasks() is not None:
         return int(os.environ["SLURM_CPUS_PER_TASK"])  # srun -c: this rank's cores
     return max(1, (os.cpu_count() or 1) // max(1, workers))
 

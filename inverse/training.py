@@ -18,7 +18,6 @@ data-parallel strategy are the suite's shared ones (``surrogates.steps``, re-exp
 from __future__ import annotations
 
 import math
-import os
 import time
 import warnings
 from collections.abc import Iterable
@@ -28,9 +27,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.distributed as dist
-from lightning.pytorch.accelerators import CPUAccelerator
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from inverse.config import OptimizerConfig, SchedulerConfig
 from inverse.gan import InverseGAN
@@ -39,6 +36,7 @@ from surrogates.steps import (
     DataParallelStrategy,
     StepBar,
     StepCheckpoint,
+    StepModule,
     StepsDataset,
     cluster_environment,
     launch_rank,
@@ -98,15 +96,13 @@ def schedule(config: SchedulerConfig, steps: int) -> Any:
     return factor
 
 
-class GANModule(L.LightningModule):
+class GANModule(StepModule):
     """Lightning wrapper of :class:`InverseGAN` (manual optimization of generator and discriminators)."""
 
     progress_label = "GAN steps"
 
     def __init__(self, model: InverseGAN) -> None:
-        super().__init__()
-        self.model = model
-        self.automatic_optimization = False
+        super().__init__(model, count_steps=False)  # the model counts its steps with its histories
         self.step_seconds: list[float] = []
         self._last_finite: dict[str, float] = {}
 
@@ -114,15 +110,6 @@ class GANModule(L.LightningModule):
     def steps_done(self) -> int:
         """Steps trained so far (restored from checkpoints)."""
         return int(self.model.step_count)
-
-    @property
-    def steps_total(self) -> int:
-        """Steps to train."""
-        return self.model.config.training.steps
-
-    def train_dataloader(self) -> DataLoader:
-        """Step indices (the data live in the model)."""
-        return DataLoader(StepsDataset(), batch_size=None)
 
     def setup(self, stage: str) -> None:
         """Give this process its share of each step's events (all of them on one process)."""
@@ -167,10 +154,6 @@ class GANModule(L.LightningModule):
         factor = schedule(cfg.scheduler, cfg.training.steps)
         schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (opt_g, opt_d)]
         return [opt_g, opt_d], [{"scheduler": s, "interval": "step"} for s in schedulers]
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
-        """End the (single, endless) epoch once the configured number of steps is done."""
-        return -1 if self.steps_done >= self.steps_total else None
 
     def _check(self, loss: Tensor, player: str) -> None:
         # Every process must see the same verdict, or the healthy ones would wait forever in the next all-reduce.
@@ -262,24 +245,9 @@ def fit_gan(
     Raises:
         NonFiniteLossError: a loss became NaN or infinite (the last checkpoint is kept).
     """
-    t = model.config.training
     trainer, ckpt = step_trainer(
-        None if directory is None else Path(directory),
-        accelerator=t.accelerator,
-        dtype=t.dtype,
-        log_every=t.log_every,
-        checkpoint_every=t.checkpoint_every,
-        progress=t.progress if progress is None else progress,
-        resume=resume,
-        callbacks=callbacks,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=t.strategy,
+        directory, model.config.training, progress=progress, resume=resume, callbacks=callbacks
     )
-    if t.world_size > 1 and isinstance(trainer.accelerator, CPUAccelerator):
-        # Processes sharing a node's cores: each gets its share (srun's -c when given), not all of them.
-        cpus = int(os.environ.get("SLURM_CPUS_PER_TASK") or 0) or max(1, (os.cpu_count() or 1) // t.devices)
-        torch.set_num_threads(cpus)
     module = GANModule(model)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")

@@ -15,10 +15,9 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from inverse.vaim import VAIM
-from surrogates.steps import StepsDataset, step_trainer
+from surrogates.steps import StepModule, step_trainer
 
 __all__ = ["LOSS_TERMS", "NonFiniteVAIMLossError", "VAIMModule", "fit_vaim"]
 
@@ -29,7 +28,7 @@ class NonFiniteVAIMLossError(RuntimeError):
     """The VAIM loss became NaN or infinite (the message names the step)."""
 
 
-class VAIMModule(L.LightningModule):
+class VAIMModule(StepModule):
     """Lightning wrapper of :class:`VAIM` and its simulated training pairs.
 
     Args:
@@ -41,27 +40,10 @@ class VAIMModule(L.LightningModule):
     progress_label = "VAIM steps"
 
     def __init__(self, model: VAIM, xs: Tensor, ys: Tensor) -> None:
-        super().__init__()
-        self.model = model
-        self.automatic_optimization = False
+        super().__init__(model)
         self.train_xs, self.train_ys = xs, ys
         steps = model.config.training.steps
-        self.register_buffer("step_count", torch.zeros((), dtype=torch.long))
         self.register_buffer("loss_history", torch.full((steps, len(LOSS_TERMS)), float("nan"), dtype=torch.float64))
-
-    @property
-    def steps_done(self) -> int:
-        """Steps trained so far (restored from checkpoints)."""
-        return int(self.step_count)
-
-    @property
-    def steps_total(self) -> int:
-        """Steps to train."""
-        return self.model.config.training.steps
-
-    def train_dataloader(self) -> DataLoader:
-        """Step indices (the pairs live in the module)."""
-        return DataLoader(StepsDataset(), batch_size=None)
 
     def configure_optimizers(self) -> Any:
         """Adam with a cosine decay to ``min_lr_ratio`` over ``training.steps``."""
@@ -73,10 +55,6 @@ class VAIMModule(L.LightningModule):
             return t.min_lr_ratio + (1.0 - t.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
         return [opt], [{"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, factor), "interval": "step"}]
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
-        """End the endless epoch after ``training.steps`` steps."""
-        return -1 if self.steps_done >= self.steps_total else None
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         """One Adam step on a seeded minibatch."""
@@ -131,16 +109,7 @@ def fit_vaim(
     """
     t = model.config.training
     model.to(getattr(torch, t.dtype))
-    trainer, ckpt = step_trainer(
-        None if directory is None else Path(directory),
-        accelerator=t.accelerator,
-        dtype=t.dtype,
-        log_every=t.log_every,
-        checkpoint_every=t.checkpoint_every,
-        progress=t.progress if progress is None else progress,
-        resume=resume,
-        callbacks=callbacks,
-    )
+    trainer, ckpt = step_trainer(directory, t, progress=progress, resume=resume, callbacks=callbacks)
     module = VAIMModule(model, xs, ys)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")

@@ -19,21 +19,25 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.fabric.plugins.environments import ClusterEnvironment, LightningEnvironment, SLURMEnvironment
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.overrides.distributed import _sync_module_states
 from lightning.pytorch.strategies import DDPStrategy
-from torch.utils.data import IterableDataset
+from torch.utils.data import DataLoader, IterableDataset
 
 __all__ = [
     "RENDEZVOUS_TIMEOUT",
     "DataParallelStrategy",
     "StepBar",
     "StepCheckpoint",
+    "StepModule",
     "StepsDataset",
     "cluster_environment",
     "launch_rank",
+    "srun_tasks",
     "step_trainer",
 ]
 
@@ -56,7 +60,7 @@ class DataParallelStrategy(DDPStrategy):
         _sync_module_states(self.model)
 
 
-def _srun_tasks() -> int | None:
+def srun_tasks() -> int | None:
     """Tasks of the enclosing ``srun`` step (None outside one; a batch script's own shell is not a step)."""
     step = os.environ.get("SLURM_STEP_ID", "")
     if "SLURM_PROCID" not in os.environ or not step.isdigit():
@@ -72,7 +76,7 @@ def launch_rank(devices: int, num_nodes: int) -> int:
     """
     if devices * num_nodes == 1:
         return 0
-    if (_srun_tasks() or 1) > 1:
+    if (srun_tasks() or 1) > 1:
         return int(os.environ["SLURM_PROCID"])
     return int(os.environ.get("NODE_RANK") or 0) * devices + int(os.environ.get("LOCAL_RANK") or 0)
 
@@ -88,7 +92,7 @@ def cluster_environment(devices: int, num_nodes: int) -> ClusterEnvironment:
         ValueError: under ``srun``, the task count differs from ``devices x num_nodes``.
     """
     world = devices * num_nodes
-    tasks = _srun_tasks()
+    tasks = srun_tasks()
     if world == 1 or tasks is None or tasks == 1:
         return LightningEnvironment()
     if tasks != world:
@@ -105,6 +109,46 @@ class StepsDataset(IterableDataset):
 
     def __iter__(self) -> Iterator[int]:
         return itertools.count()
+
+
+class StepModule(L.LightningModule):
+    """Base of the suite's Lightning modules: manual optimization for ``model.config.training.steps`` steps.
+
+    The module draws its own minibatches (Lightning iterates over :class:`StepsDataset`) and ends the endless epoch
+    when the steps are done. With ``count_steps`` it keeps the step counter as a ``step_count`` buffer (saved in
+    checkpoints); a module whose model counts its own steps passes False and overrides :attr:`steps_done`.
+
+    Args:
+        model: the model trained in place (its ``config.training.steps`` is the length of the training).
+        count_steps: register the ``step_count`` buffer.
+    """
+
+    progress_label = "steps"
+
+    def __init__(self, model: torch.nn.Module, count_steps: bool = True) -> None:
+        super().__init__()
+        self.model = model
+        self.automatic_optimization = False
+        if count_steps:
+            self.register_buffer("step_count", torch.zeros((), dtype=torch.long))
+
+    @property
+    def steps_done(self) -> int:
+        """Steps trained so far (restored from checkpoints)."""
+        return int(self.step_count)
+
+    @property
+    def steps_total(self) -> int:
+        """Steps to train."""
+        return self.model.config.training.steps
+
+    def train_dataloader(self) -> DataLoader:
+        """Step indices (the data live in the module or its model)."""
+        return DataLoader(StepsDataset(), batch_size=None)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        """End the (single, endless) epoch once the configured number of steps is done."""
+        return -1 if self.steps_done >= self.steps_total else None
 
 
 class StepCheckpoint(L.Callback):
@@ -160,34 +204,25 @@ class StepBar(TQDMProgressBar):
 
 
 def step_trainer(
-    directory: Path | None,
+    directory: str | Path | None,
+    training: Any,
     *,
-    accelerator: str,
-    dtype: str,
-    log_every: int,
-    checkpoint_every: int,
-    progress: bool,
-    resume: bool,
+    progress: bool | None = None,
+    resume: bool = False,
     callbacks: list[L.Callback] | None = None,
-    devices: int = 1,
-    num_nodes: int = 1,
-    strategy: str = "auto",
 ) -> tuple[L.Trainer, str | None]:
     """A Lightning trainer for step-counted training, with checkpoints, progress bar and CSV log.
 
     Args:
         directory: where ``checkpoints/last.ckpt`` and Lightning's CSV log go (None: nowhere).
-        accelerator: ``auto``, ``cpu``, ``gpu``/``cuda`` or ``mps``.
-        dtype: ``float32`` or ``float64`` (Lightning's precision).
-        log_every: steps between log rows and progress-bar updates.
-        checkpoint_every: steps between checkpoints.
-        progress: show a progress bar.
+        training: the model's ``training`` section: ``accelerator`` (``auto``, ``cpu``, ``gpu``/``cuda``, ``mps``),
+            ``dtype`` (``float32``/``float64``, Lightning's precision), ``log_every`` (steps between log rows and
+            progress-bar updates), ``checkpoint_every``, ``progress``, and optionally ``devices`` / ``num_nodes`` /
+            ``strategy`` (``devices x num_nodes > 1`` or ``strategy: ddp``: data parallel, for modules that average
+            their gradients like ``inverse.training.GANModule``; default one process).
+        progress: show a progress bar (default ``training.progress``).
         resume: continue from ``directory/checkpoints/last.ckpt`` if it exists.
         callbacks: extra callbacks.
-        devices: processes per node (``devices x num_nodes > 1``: data parallel, for modules that average their
-            gradients like :class:`GANModule`).
-        num_nodes: nodes.
-        strategy: ``auto`` (one process, or data parallel when there are several) or ``ddp``.
 
     Returns:
         (trainer, checkpoint path to pass to ``fit`` or None).
@@ -195,6 +230,8 @@ def step_trainer(
     Raises:
         ValueError: under ``srun``, the task count differs from ``devices x num_nodes``.
     """
+    devices, num_nodes = getattr(training, "devices", 1), getattr(training, "num_nodes", 1)
+    progress = training.progress if progress is None else progress
     # Lightning's advertising tip and checkpoint chatter are noise in a CLI; warnings still show.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").setLevel(logging.WARNING)
@@ -202,17 +239,17 @@ def step_trainer(
     warnings.filterwarnings("ignore", message="The `srun` command is available on your system but is not used")
     callbacks = list(callbacks or [])
     if progress:
-        callbacks.append(StepBar(refresh_rate=max(1, log_every)))
+        callbacks.append(StepBar(refresh_rate=max(1, training.log_every)))
     ckpt = None
     if directory is not None:
         directory = Path(directory)
-        callbacks.append(StepCheckpoint(directory / "checkpoints", checkpoint_every))
+        callbacks.append(StepCheckpoint(directory / "checkpoints", training.checkpoint_every))
         last = directory / "checkpoints" / "last.ckpt"
         ckpt = str(last) if resume and last.is_file() else None
     environment = cluster_environment(devices, num_nodes)
-    parallel = devices * num_nodes > 1 or strategy == "ddp"
+    parallel = devices * num_nodes > 1 or getattr(training, "strategy", "auto") == "ddp"
     trainer = L.Trainer(
-        accelerator={"cuda": "gpu"}.get(accelerator, accelerator),
+        accelerator={"cuda": "gpu"}.get(training.accelerator, training.accelerator),
         devices=devices,
         num_nodes=num_nodes,
         # Ranks other than 0 wait at the rendezvous while rank 0 prepares the data and the reference posterior, which
@@ -223,14 +260,19 @@ def step_trainer(
         plugins=None if parallel else [environment],
         max_epochs=1,
         max_steps=-1,
-        precision="64-true" if dtype == "float64" else "32-true",
+        precision="64-true" if training.dtype == "float64" else "32-true",
         # A new CSV version per (re)start: a resumed run must not delete the metrics logged before the interruption.
         logger=CSVLogger(directory, name="lightning_logs") if directory is not None else False,
-        log_every_n_steps=log_every,
+        log_every_n_steps=training.log_every,
         enable_checkpointing=False,
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         callbacks=callbacks,
     )
+    if devices * num_nodes > 1 and isinstance(trainer.accelerator, CPUAccelerator):
+        # Processes sharing a node's cores: each gets its share (srun's -c when given), not all of them.
+        torch.set_num_threads(
+            int(os.environ.get("SLURM_CPUS_PER_TASK") or 0) or max(1, (os.cpu_count() or 1) // devices)
+        )
     return trainer, ckpt

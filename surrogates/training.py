@@ -17,11 +17,10 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from surrogates.base import Surrogate
 from surrogates.cgan import GANSurrogate
-from surrogates.steps import StepsDataset, step_trainer
+from surrogates.steps import StepModule, step_trainer
 
 __all__ = ["NonFiniteSurrogateLossError", "SurrogateModule", "fit_surrogate"]
 
@@ -38,7 +37,7 @@ def _cosine(steps: int, min_ratio: float) -> Any:
     return factor
 
 
-class SurrogateModule(L.LightningModule):
+class SurrogateModule(StepModule):
     """Lightning wrapper of a :class:`Surrogate` and its training set.
 
     Args:
@@ -48,33 +47,16 @@ class SurrogateModule(L.LightningModule):
     """
 
     def __init__(self, model: Surrogate, theta: Tensor, t: Tensor) -> None:
-        super().__init__()
-        self.model = model
-        self.automatic_optimization = False
+        super().__init__(model)
         self.train_theta, self.train_t = theta, t
         steps = model.config.training.steps
-        self.register_buffer("step_count", torch.zeros((), dtype=torch.long))
         # Column 0: the step's loss (generator loss for the cGAN); column 1: discriminator loss (cGAN only).
         self.register_buffer("loss_history", torch.full((steps, 2), float("nan"), dtype=torch.float64))
-
-    @property
-    def steps_done(self) -> int:
-        """Steps trained so far (restored from checkpoints)."""
-        return int(self.step_count)
-
-    @property
-    def steps_total(self) -> int:
-        """Steps to train."""
-        return self.model.config.training.steps
 
     @property
     def progress_label(self) -> str:
         """Progress-bar title."""
         return f"{self.model.kind} surrogate"
-
-    def train_dataloader(self) -> DataLoader:
-        """Step indices (the training set lives in the module)."""
-        return DataLoader(StepsDataset(), batch_size=None)
 
     def configure_optimizers(self) -> Any:
         """Adam for the model (two, for the cGAN's players), cosine schedule over ``training.steps``."""
@@ -90,10 +72,6 @@ class SurrogateModule(L.LightningModule):
             opts = [torch.optim.Adam(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)]
         scheds = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in opts]
         return opts, [{"scheduler": s, "interval": "step"} for s in scheds]
-
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
-        """End the endless epoch after ``training.steps`` steps."""
-        return -1 if int(self.step_count) >= self.model.config.training.steps else None
 
     def _batch(self, step: int) -> tuple[Tensor, Tensor, torch.Generator]:
         t = self.model.config.training
@@ -171,16 +149,7 @@ def fit_surrogate(
         The Lightning module (``loss_history`` holds the losses per step).
     """
     cfg = model.config.training
-    trainer, ckpt = step_trainer(
-        None if directory is None else Path(directory),
-        accelerator=cfg.accelerator,
-        dtype=cfg.dtype,
-        log_every=cfg.log_every,
-        checkpoint_every=cfg.checkpoint_every,
-        progress=cfg.progress if progress is None else progress,
-        resume=resume,
-        callbacks=callbacks,
-    )
+    trainer, ckpt = step_trainer(directory, cfg, progress=progress, resume=resume, callbacks=callbacks)
     model.to(getattr(torch, cfg.dtype))
     module = SurrogateModule(model, theta, t)
     with warnings.catch_warnings():
