@@ -34,8 +34,15 @@ cpus_per_task "$PER_NODE"
 # shellcheck disable=SC2206
 ARGS=(--config "$CONFIG" --out "$RUN_DIR" --resume --devices "$PER_NODE" --num-nodes "$NODES" ${QCDGIP_ARGS:-})
 
+# The rendezvous port: free on this (the first) node now. Lightning's default, 15000 + the job id's last 4 digits, can
+# collide with another job's or service's port on a shared node; a rank connecting to a foreign server aborts.
+if [[ -z "${MASTER_PORT:-}" ]]; then
+    MASTER_PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])')
+    export MASTER_PORT
+fi
+
 echo "== $(date -Is) job ${SLURM_JOB_ID:-?}: $NODES node(s) x $PER_NODE processes, $CPUS_PER_TASK CPUs each;" \
-     "run directory $RUN_DIR"
+     "run directory $RUN_DIR, rendezvous port $MASTER_PORT"
 echo "== srun --kill-on-bad-exit=1 ${SRUN_CPU_ARGS[*]} $PYTHON -m inverse.closure ${ARGS[*]}"
 # --kill-on-bad-exit: if one rank dies, the others are stopped instead of waiting for it until the time limit.
 srun --ntasks-per-node="$PER_NODE" --kill-on-bad-exit=1 "${SRUN_CPU_ARGS[@]}" "$PYTHON" -m inverse.closure "${ARGS[@]}"
