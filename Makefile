@@ -9,7 +9,7 @@ OUT ?= runs/closure
 ARGS ?= --resume
 NOT_SLOW := not slow and not mpi and not slurm and not gpu
 
-.PHONY: venv closure reference surrogate closure-surrogate vaim vaim-pdf hpo test test-slow lint format bench scaling peers clean
+.PHONY: venv closure closure-detector closure-mcmc reference surrogate closure-surrogate vaim vaim-pdf hpo test test-slow lint format bench scaling peers clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ venv: $(STAMP)
 
 closure: $(STAMP)  ## main job: GAN closure test on case-B pseudo-data against the MCMC reference posterior
 	$(PY) -m inverse.closure --config configs/closure_gan.yaml --out $(OUT) $(ARGS)
+
+closure-detector: $(STAMP)  ## the closure test through the detector (resolution, acceptance, migrations; ~10 min)
+	$(PY) -m inverse.closure --config configs/closure_detector.yaml --out runs/closure-detector $(ARGS)
+
+closure-mcmc: $(STAMP)  ## the whole forward workflow: MCMC event sampling behind the detector (~20 min)
+	$(PY) -m inverse.closure --config configs/closure_mcmc.yaml --out runs/closure-mcmc $(ARGS)
 
 reference: $(STAMP)  ## the statistical reference alone: Cramér–Rao table, MLE, MCMC posterior
 	$(PY) -m physics.reference --config configs/reference.yaml --out runs/reference
@@ -66,6 +72,7 @@ format: $(STAMP)
 
 bench: $(STAMP)  ## benchmarks print JSON (peers: make peers)
 	$(PY) benchmarks/sampler.py
+	$(PY) benchmarks/samplers.py
 	$(PY) benchmarks/replicas.py
 	$(PY) benchmarks/losses.py
 	$(PY) benchmarks/hpo.py

@@ -44,6 +44,7 @@ from physics.binned import BinnedView
 from physics.config import load_yaml, parse_config
 from physics.datasets import Experiment
 from physics.likelihood import ExtendedLikelihood, cramer_rao, fisher_information, fit_bootstrap_mles, fit_mle
+from physics.mcmc import MCMCSampler
 from physics.plots import plot_data, plot_pdf_bands
 from physics.posterior import sample_posterior
 from physics.pseudodata import EventData, generate_pseudodata, poisson_replica_weights
@@ -72,7 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sampler",
         metavar="KIND[:PATH]",
-        help="event sampler: exact, or flow|gan|vae:PATH to a surrogate model.pt (overrides gan.sampler)",
+        help="event sampler: exact, mcmc, or flow|gan|vae:PATH to a surrogate model.pt (overrides gan.sampler)",
+    )
+    p.add_argument(
+        "--detector",
+        choices=["on", "off"],
+        help="on: events pass the detector (the runcard's detector block or its defaults); off: a perfect detector",
     )
     p.add_argument(
         "--coverage", type=int, metavar="K", help="also refit K pseudo-data sets at the truth: interval coverage"
@@ -106,7 +112,11 @@ def resolve_config(args: argparse.Namespace) -> ClosureConfig:
         data["report"]["coverage"] = args.coverage
     if args.sampler is not None:
         kind, _, path = args.sampler.partition(":")
-        data["gan"]["sampler"] = {"kind": kind, "path": path or None}
+        data["gan"]["sampler"] = {**data["gan"]["sampler"], "kind": kind, "path": path or None}
+    if args.detector == "off":
+        data["physics"]["detector"] = None
+    elif args.detector == "on" and data["physics"].get("detector") is None:
+        data["physics"]["detector"] = {}
     if args.truth is not None:
         try:
             values = [float(v) for v in args.truth.split(",")]
@@ -310,6 +320,15 @@ def run_closure(
             "mle_offset_vs_exact": (s_mle - ref["mle"]) / post_sd,
             "replica_mean_vs_surrogate_mle": (est_mean - s_mle) / post_sd,
         }
+    summary["detector"] = None if experiment.detector is None else experiment.detector.summary()
+    mcmc = getattr(model.sampler, "inner", model.sampler)
+    if isinstance(mcmc, MCMCSampler) and mcmc.last_diagnostics:
+        diag = mcmc.last_diagnostics
+        summary["mcmc_last_draw"] = {
+            "acceptance_mean": float(diag["acceptance"].mean()),
+            "step_size_mean": float(diag["step_size"].mean()),
+            **({"ess_per_state": float((diag["ess"] / mcmc.last_states).mean())} if "ess" in diag else {}),
+        }
     view = BinnedView(experiment, data, n_bins=config.data.n_bins)
     chi2 = float(view.chi2(torch.tensor(est_mean[None], dtype=torch.float64), kind="theory")[0])
     summary["chi2_at_estimate"] = {"chi2": chi2, "n_points": view.n_points}
@@ -366,9 +385,17 @@ def _report(s: dict[str, Any], plots: bool) -> str:
         f"wall time {s['wall_s']:.0f} s (reference posterior {s['timing_s']['reference']:.0f} s, "
         f"GAN fit {s['timing_s']['fit']:.0f} s). Event counts per dataset: {s['counts']}. Generated events from "
         + (
-            "the exact inverse-CDF sampler."
+            "the exact inverse-CDF sampler"
             if s["sampler"]["kind"] == "exact"
-            else f"the {s['sampler']['kind']} surrogate `{s['sampler']['path']}`."
+            else "the MCMC sampler (random-walk Metropolis, score-function gradients)"
+            if s["sampler"]["kind"] == "mcmc"
+            else f"the {s['sampler']['kind']} surrogate `{s['sampler']['path']}`"
+        )
+        + (
+            "."
+            if s.get("detector") is None
+            else f", passed through the detector (resolution {s['detector']['resolution']:.3g} in log x, "
+            f"acceptance {s['detector']['acceptance']['kind']}); the posterior is the folded likelihood's."
         ),
         "",
         "`pull` = (replica mean - truth) / posterior sd; `std_ratio` = replica sd / posterior sd. "

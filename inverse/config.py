@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from physics.config import DataConfig, PhysicsConfig, PosteriorConfig, StrictModel
+from physics.config import DataConfig, MCMCConfig, PhysicsConfig, PosteriorConfig, StrictModel, lift_detector
 
 __all__ = [
     "ACTIVATIONS",
@@ -177,25 +177,30 @@ class TrainingConfig(StrictModel):
 
 
 class SamplerConfig(StrictModel):
-    """Where the generated events come from: the exact inverse-CDF sampler or a saved surrogate.
+    """Where the generated (true-level) events come from: the exact inverse-CDF sampler, MCMC, or a saved surrogate.
 
-    ``kind: flow | gan | vae`` with ``path`` pointing to the ``model.pt`` written by ``python -m surrogates.train``
-    replaces the theory's sampler by the learned one; the file must hold that kind and have been trained for
-    the same parameters and datasets. The Poisson rate term and the natural-gradient metric still use the
-    theory's integrals (values of sigma, not its sampler).
+    ``kind: mcmc`` draws them by random-walk Metropolis from the unnormalised sigma (``physics.mcmc``; gradients
+    by the score function), with the settings of ``mcmc``. ``kind: flow | gan | vae`` with ``path`` pointing to the
+    ``model.pt`` written by ``python -m surrogates.train`` replaces the theory's sampler by the learned one; the
+    file must hold that kind and have been trained for the same parameters and datasets. The Poisson rate term and
+    the natural-gradient metric still use the theory's integrals (values of sigma, not its sampler). With a
+    ``detector`` in the physics, every kind's events pass through it (``physics.detector.FoldedSampler``).
     """
 
-    kind: Literal["exact", "flow", "gan", "vae"] = "exact"
+    kind: Literal["exact", "mcmc", "flow", "gan", "vae"] = "exact"
     path: str | None = Field(None, description="surrogate model file (kind flow, gan or vae)")
+    mcmc: MCMCConfig = Field(default_factory=MCMCConfig)
 
     @model_validator(mode="after")
     def _check_path(self) -> SamplerConfig:
-        if self.kind != "exact" and not self.path:
+        if self.kind in ("flow", "gan", "vae") and not self.path:
             raise ValueError(
                 f"path: a {self.kind} surrogate needs its model file (written by python -m surrogates.train)"
             )
-        if self.kind == "exact" and self.path:
-            raise ValueError("path: only for a surrogate (set kind: flow, gan or vae, or drop path)")
+        if self.kind in ("exact", "mcmc") and self.path:
+            raise ValueError(
+                f"path: only for a surrogate (set kind: flow, gan or vae, or drop path; kind is {self.kind})"
+            )
         return self
 
 
@@ -265,3 +270,5 @@ class ClosureConfig(StrictModel):
     posterior: PosteriorConfig = Field(default_factory=PosteriorConfig)
     gan: GANConfig = Field(default_factory=GANConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+
+    _lift_detector = model_validator(mode="before")(classmethod(lambda cls, data: lift_detector(data)))

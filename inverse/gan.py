@@ -13,6 +13,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -23,29 +24,44 @@ from inverse.models import EventDiscriminators, ParameterGenerator, event_featur
 from inverse.stacked import replica_generator
 from physics.datasets import Experiment
 from physics.likelihood import fisher_information
+from physics.mcmc import MCMCSampler
 from physics.pseudodata import EventData, poisson_replica_weights
 from physics.sampling import EventSampler
 from surrogates.base import SurrogateFileError
 from surrogates.io import load_surrogate
 
-__all__ = ["CPU_CHUNK", "InverseGAN", "build_sampler"]
+__all__ = ["CPU_CHUNK", "Generated", "InverseGAN", "build_sampler"]
 
 CPU_CHUNK = 25
 
 
 def build_sampler(config: SamplerConfig, experiment: Experiment) -> EventSampler:
-    """The event sampler named by ``gan.sampler``: the experiment's exact sampler or a saved surrogate.
+    """The event sampler named by ``gan.sampler`` (exact, MCMC or a saved surrogate), behind the detector if any.
 
     Raises:
         SurrogateFileError: the surrogate file is missing, damaged, of another kind, or for other physics.
     """
     if config.kind == "exact":
-        return experiment.sampler()
-    try:
-        model, _ = load_surrogate(config.path, kind=config.kind, physics=experiment.config)
-    except SurrogateFileError as err:
-        raise SurrogateFileError(f"gan.sampler.path: {err}") from None
-    return model
+        inner: EventSampler = experiment.sampler()
+    elif config.kind == "mcmc":
+        inner = MCMCSampler(experiment.theory, [d.spec for d in experiment.datasets], config.mcmc)
+    else:
+        try:
+            inner, _ = load_surrogate(config.path, kind=config.kind, physics=experiment.config)
+        except SurrogateFileError as err:
+            raise SurrogateFileError(f"gan.sampler.path: {err}") from None
+    return experiment.observed_sampler(inner)
+
+
+class Generated(NamedTuple):
+    """Generated events of one dataset, [r, B, m], and their weights [r, B, m] (None: equal weights)."""
+
+    x: Tensor
+    w: Tensor | None
+
+    def detach(self) -> Generated:
+        """Both without gradient."""
+        return Generated(self.x.detach(), None if self.w is None else self.w.detach())
 
 
 class InverseGAN(nn.Module):
@@ -87,6 +103,11 @@ class InverseGAN(nn.Module):
             raise ValueError(f"sampler datasets {self.sampler.dataset_names} differ from {experiment.names}")
         if list(data.names) != experiment.names:
             raise ValueError(f"data datasets {data.names} differ from the experiment's {experiment.names}")
+        self.weighted = bool(getattr(self.sampler, "weighted", False))
+        if self.weighted and config.discriminator.set_size > 1:
+            raise ValueError(
+                "discriminator.set_size: weighted generated events (sampler mcmc, or a detector) need set_size 1"
+            )
         empty = [n for n, c in zip(data.names, data.counts) if c == 0]
         if empty:
             raise ValueError(f"datasets {empty} have zero events: nothing to fit (check the case's event counts)")
@@ -221,18 +242,39 @@ class InverseGAN(nn.Module):
                 uniforms[j].append(u[:, own])
         return torch.stack(noise), [torch.stack(u) for u in uniforms]
 
-    def simulate(self, theta: Tensor, uniforms: list[Tensor]) -> list[Tensor]:
-        """Events [r, B, n] of every dataset for parameters [r, B, D], from the sampler's base uniforms."""
+    def simulate(self, theta: Tensor, uniforms: list[Tensor]) -> list[Generated]:
+        """Events of every dataset for parameters [r, B, D], from the sampler's base uniforms.
+
+        A weighted sampler (MCMC, a detector) returns m events with weights per parameter set; the others n events.
+        """
         r, b, d = theta.shape
         flat = theta.reshape(r * b, d)
         n = uniforms[0].shape[2]
-        return [
-            self.sampler.sample(flat, n, j, noise=u.reshape(r * b, *u.shape[2:])).reshape(r, b, n)
-            for j, u in enumerate(uniforms)
-        ]
+        out = []
+        for j, u in enumerate(uniforms):
+            noise = u.reshape(r * b, *u.shape[2:])
+            if self.weighted:
+                x, w = self.sampler.sample_weighted(flat, n, j, noise=noise)
+                out.append(Generated(x.reshape(r, b, -1), w.reshape(r, b, -1)))
+            else:
+                out.append(Generated(self.sampler.sample(flat, n, j, noise=noise).reshape(r, b, n), None))
+        return out
+
+    @staticmethod
+    def _set_weights(w: Tensor | None) -> Tensor | None:
+        """[r, B, m] event weights -> [r, B m] weights normalized per parameter set, averaged over the B sets.
+
+        On a data-parallel process the normalization is over its own block of events (a consistent estimate of
+        the one-process weighted mean, not bit-identical to it).
+        """
+        if w is None:
+            return None
+        total = w.sum(-1, keepdim=True)
+        normalized = w / torch.where(total > 0, total, torch.ones_like(total)) / w.shape[1]
+        return normalized.reshape(w.shape[0], -1)
 
     @torch.no_grad()
-    def simulate_detached(self, replicas: slice) -> list[Tensor]:
+    def simulate_detached(self, replicas: slice) -> list[Generated]:
         """Fresh generated events (no gradient) for extra discriminator updates."""
         noise, uniforms = self._draw(replicas)
         return self.simulate(self.generator(noise, replicas), uniforms)
@@ -301,7 +343,7 @@ class InverseGAN(nn.Module):
         """Generator objective per replica on fresh events.
 
         Returns:
-            (losses [r], parameters used [r, B, D] (detached), generated events [r, B, n] per dataset (detached)).
+            (losses [r], parameters used [r, B, D] (detached), generated events per dataset (detached)).
         """
         loss_cfg = self.config.loss
         k = self.config.discriminator.set_size
@@ -312,33 +354,34 @@ class InverseGAN(nn.Module):
         mask = self.fit_mask[replicas]
         weight = GENERATOR_WEIGHT[loss_cfg.kind] / k
         total = theta.new_zeros(theta.shape[0])
-        for j, x in enumerate(events):
+        for j, (x, w) in enumerate(events):
             out = self.discriminators(self._generated_sets(x), j, replicas)
-            term = weight * observed[:, j] * generator_loss(loss_cfg.kind, out, loss_cfg.logit_clip)
-            total = total + mask[:, j] * term
+            per_event = generator_loss(loss_cfg.kind, out, loss_cfg.logit_clip, self._set_weights(w))
+            total = total + mask[:, j] * weight * observed[:, j] * per_event
         if loss_cfg.rate:
             r, b, d = theta.shape
             expected = self.experiment.expected_counts(theta.reshape(r * b, d)).reshape(r, b, -1)
             total = total + rate_loss(expected, observed, mask)
-        return total, theta.detach(), [x.detach() for x in events]
+        return total, theta.detach(), [e.detach() for e in events]
 
-    def discriminator_loss(self, events: list[Tensor], replicas: slice) -> Tensor:
-        """Discriminator objective per replica, [r], on generated events [r, B, n] per dataset."""
+    def discriminator_loss(self, events: list[Generated], replicas: slice) -> Tensor:
+        """Discriminator objective per replica, [r], on generated events per dataset."""
         mask = self.fit_mask[replicas]
-        total = events[0].new_zeros(events[0].shape[0])
-        for j, x in enumerate(events):
-            term = self._dataset_discriminator_loss(j, x, replicas)
+        total = events[0].x.new_zeros(events[0].x.shape[0])
+        for j, generated in enumerate(events):
+            term = self._dataset_discriminator_loss(j, generated, replicas)
             total = total + mask[:, j] * term
         return total
 
-    def _dataset_discriminator_loss(self, j: int, x: Tensor, replicas: slice) -> Tensor:
-        """Discriminator j's objective per replica, [r], on generated events [r, B, n]."""
+    def _dataset_discriminator_loss(self, j: int, generated: Generated, replicas: slice) -> Tensor:
+        """Discriminator j's objective per replica, [r], on generated events [r, B, m]."""
         loss_cfg = self.config.loss
+        x = generated.x
         fake_sets = self._generated_sets(x)
         fake = self.discriminators(fake_sets, j, replicas)
         real_sets, real_weights = self._data_sets(j, replicas)
         real = self.discriminators(real_sets, j, replicas)
-        total = discriminator_loss(loss_cfg.kind, real, fake, real_weights)
+        total = discriminator_loss(loss_cfg.kind, real, fake, real_weights, self._set_weights(generated.w))
         if loss_cfg.kind == "wgan_gp" and loss_cfg.gp_weight > 0:
             # One penalty point per generated set of the whole step, drawn in full on every process (shared streams);
             # this process keeps the points paired with its own generated sets.

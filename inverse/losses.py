@@ -29,7 +29,9 @@ def _weighted_mean(values: Tensor, weights: Tensor | None) -> Tensor:
     return values.mean(-1) if weights is None else (values * weights).sum(-1)
 
 
-def discriminator_loss(kind: str, real: Tensor, fake: Tensor, real_weights: Tensor | None = None) -> Tensor:
+def discriminator_loss(
+    kind: str, real: Tensor, fake: Tensor, real_weights: Tensor | None = None, fake_weights: Tensor | None = None
+) -> Tensor:
     """Discriminator loss per replica.
 
     Args:
@@ -37,40 +39,45 @@ def discriminator_loss(kind: str, real: Tensor, fake: Tensor, real_weights: Tens
         real: outputs on data event sets, [r, M].
         fake: outputs on generated event sets, [r, G].
         real_weights: normalized weights of the data sets per replica, [r, M] (None: equal).
+        fake_weights: normalized weights of the generated sets per replica, [r, G] (None: equal), e.g. a
+            detector's or an MCMC sampler's event weights.
 
     Returns:
         [r] losses (the WGAN gradient penalty is added separately).
     """
     if kind in ("density_ratio", "bce", "minimax"):
-        return _weighted_mean(F.softplus(-real), real_weights) + F.softplus(fake).mean(-1)
+        return _weighted_mean(F.softplus(-real), real_weights) + _weighted_mean(F.softplus(fake), fake_weights)
     if kind == "lsgan":
-        return _weighted_mean((real - 1.0) ** 2, real_weights) + (fake**2).mean(-1)
+        return _weighted_mean((real - 1.0) ** 2, real_weights) + _weighted_mean(fake**2, fake_weights)
     if kind == "wgan_gp":
-        return fake.mean(-1) - _weighted_mean(real, real_weights)
+        return _weighted_mean(fake, fake_weights) - _weighted_mean(real, real_weights)
     raise ValueError(f"unknown loss kind {kind!r}")
 
 
-def generator_loss(kind: str, fake: Tensor, logit_clip: float = 15.0) -> Tensor:
+def generator_loss(kind: str, fake: Tensor, logit_clip: float = 15.0, weights: Tensor | None = None) -> Tensor:
     """Per-event generator loss averaged over generated sets, [r] (multiply by ``GENERATOR_WEIGHT[kind] * N_j``).
 
     Args:
         kind: loss kind.
         fake: discriminator outputs on generated event sets, [r, G].
         logit_clip: cap of the logit inside exp (density_ratio), against overflow early in training.
+        weights: normalized weights of the generated sets, [r, G] (None: equal). Gradients flow through them:
+            a self-normalised weighted mean differentiates the weights' theta-dependence too (the score-function
+            term of an MCMC sampler, the acceptance and migrations of a detector).
 
     Returns:
         [r] losses.
     """
     if kind == "density_ratio":
-        return -torch.exp(fake.clamp(max=logit_clip)).mean(-1)
+        return -_weighted_mean(torch.exp(fake.clamp(max=logit_clip)), weights)
     if kind == "bce":
-        return F.softplus(-fake).mean(-1)
+        return _weighted_mean(F.softplus(-fake), weights)
     if kind == "minimax":
-        return -F.softplus(fake).mean(-1)
+        return -_weighted_mean(F.softplus(fake), weights)
     if kind == "lsgan":
-        return ((fake - 1.0) ** 2).mean(-1)
+        return _weighted_mean((fake - 1.0) ** 2, weights)
     if kind == "wgan_gp":
-        return -fake.mean(-1)
+        return -_weighted_mean(fake, weights)
     raise ValueError(f"unknown loss kind {kind!r}")
 
 

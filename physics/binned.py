@@ -95,6 +95,12 @@ class BinnedView:
         theory = self.experiment.theory
         theta = theory.check_theta(theta)
         out = []
+        folding = self.experiment.folding
+        if folding is not None:  # reconstructed bins: theory x acceptance x resolution
+            for j, b in enumerate(self.datasets):
+                edges = zip(b.edges[:-1], b.edges[1:])
+                out.append(torch.stack([folding.expected_in(theta, j, lo, hi) for lo, hi in edges], dim=-1))
+            return out
         for ds, rules in zip(self.experiment.datasets, self._rules):
             terms = theory.terms(theta, ds.observable)
             out.append(ds.luminosity * torch.stack([integrate_terms(terms, r) for r in rules], dim=-1))

@@ -18,8 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = [
     "DEFAULT_CASES",
+    "AcceptanceConfig",
     "DataConfig",
     "DatasetSpec",
+    "DetectorConfig",
+    "MCMCConfig",
     "ObservableSpec",
     "ParameterSpec",
     "PhysicsConfig",
@@ -27,6 +30,7 @@ __all__ = [
     "QuadratureConfig",
     "ReferenceConfig",
     "StrictModel",
+    "lift_detector",
     "load_config",
     "load_yaml",
     "parse_config",
@@ -124,6 +128,84 @@ class QuadratureConfig(StrictModel):
     newton_steps: int = Field(1, ge=0, le=20, description="exact Newton steps after the Hermite guess")
 
 
+class AcceptanceConfig(StrictModel):
+    """Detector efficiency eps(x) of an event with true x (the probability that it is recorded at all).
+
+    ``none``: eps = 1. ``logistic``: a turn-on at low x, eps = plateau / (1 + exp(-(x - x0) / width)).
+    ``table``: eps interpolated linearly in log x between the points (``x``, ``eps``), constant beyond the ends.
+    """
+
+    kind: Literal["none", "logistic", "table"] = "logistic"
+    x0: float = Field(0.13, gt=0.0, lt=1.0, description="logistic: x where eps is half the plateau")
+    width: float = Field(0.015, description="logistic: turn-on width in x (> 0)")
+    plateau: float = Field(0.9, description="logistic: efficiency well above the turn-on, in [0, 1]")
+    x: list[float] = Field(default_factory=list, description="table: increasing x values in (0, 1]")
+    eps: list[float] = Field(default_factory=list, description="table: efficiencies in [0, 1] at those x")
+
+    @model_validator(mode="after")
+    def _check(self) -> AcceptanceConfig:
+        if not (self.width > 0 and math.isfinite(self.width)):
+            raise ValueError(f"width: the logistic turn-on width must be > 0, got {self.width}")
+        if not 0.0 <= self.plateau <= 1.0:
+            raise ValueError(f"plateau: an efficiency must lie in [0, 1], got {self.plateau}")
+        if self.kind == "table":
+            if len(self.x) < 1 or len(self.x) != len(self.eps):
+                raise ValueError(
+                    f"x, eps: a table needs equally many (>= 1) points, got {len(self.x)} and {len(self.eps)}"
+                )
+            if any(not 0.0 < v <= 1.0 for v in self.x) or any(b <= a for a, b in zip(self.x, self.x[1:])):
+                raise ValueError(f"x: table points must increase strictly inside (0, 1], got {self.x}")
+            bad = [v for v in self.eps if not 0.0 <= v <= 1.0]
+            if bad:
+                raise ValueError(f"eps: efficiencies must lie in [0, 1], got {bad}")
+        elif self.x or self.eps:
+            raise ValueError(f"x, eps: only for kind: table (kind is {self.kind})")
+        return self
+
+
+class DetectorConfig(StrictModel):
+    """The experimental module between true and reconstructed events (physics.detector).
+
+    An event of true x is recorded with probability eps(x) and reconstructed at y with
+    log y = log x + resolution * g, g ~ N(0, 1); it enters the dataset of its observable whose range holds y,
+    and is lost when y falls outside every range. True events come from the union of the observable's ranges.
+    """
+
+    resolution: float = Field(0.05, description="relative resolution: the sd of log y - log x (> 0)")
+    acceptance: AcceptanceConfig = Field(default_factory=AcceptanceConfig)
+    nodes: int = Field(16, ge=4, le=256, description="Gauss-Legendre nodes of the folding integral per event")
+    reach: float = Field(6.0, ge=3.0, le=12.0, description="resolution sds beyond which the kernel is cut")
+
+    @field_validator("resolution")
+    @classmethod
+    def _check_resolution(cls, value: float) -> float:
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"the resolution must be > 0 (a relative sd of log x), got {value}")
+        if value > 1.0:
+            raise ValueError(f"a relative resolution above 1 (100 %) is not a detector, got {value}")
+        return value
+
+
+class MCMCConfig(StrictModel):
+    """The MCMC event sampler (physics.mcmc): random-walk Metropolis in a logit coordinate of each range.
+
+    Each call runs ``ceil(n / samples_per_chain)`` chains per parameter set from uniform starts: ``warmup``
+    iterations adapt the step size to ``target_acceptance`` and are dropped, then every ``thin``-th state is kept.
+    """
+
+    samples_per_chain: int = Field(8, ge=1, le=100_000)
+    warmup: int = Field(100, description="adapting iterations dropped before the first kept state (>= 1)")
+    thin: int = Field(4, description="iterations between kept states (>= 1)")
+    target_acceptance: float = Field(0.44, gt=0.05, lt=0.95, description="of the adapted random walk (1-D optimum)")
+
+    @field_validator("warmup", "thin")
+    @classmethod
+    def _positive(cls, value: int, info: Any) -> int:
+        if value < 1:
+            raise ValueError(f"{info.field_name} must be >= 1 (a chain needs a warm-up and a step), got {value}")
+        return value
+
+
 def _default_parameters() -> list[ParameterSpec]:
     truth = [2.1875, -0.5, 3.0, 1.09375, -0.5, 4.0]
     low = [0.0, -1.0, 0.0, 0.0, -1.0, 0.0]
@@ -162,6 +244,7 @@ class PhysicsConfig(StrictModel):
     cases: dict[str, dict[str, float]] = Field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_CASES.items()})
     case: str = "B"
     quadrature: QuadratureConfig = Field(default_factory=QuadratureConfig)
+    detector: DetectorConfig | None = Field(None, description="the experimental module; null: perfect detector")
 
     @model_validator(mode="after")
     def _check_consistency(self) -> PhysicsConfig:
@@ -262,12 +345,32 @@ class PosteriorConfig(StrictModel):
     seed: int = Field(0, ge=0)
 
 
+def lift_detector(data: Any) -> Any:
+    """Accept a runcard's top-level ``detector:`` block as ``physics.detector`` (both spellings work).
+
+    Raises:
+        ValueError: both are given.
+    """
+    if isinstance(data, dict) and "detector" in data:
+        data = dict(data)
+        physics = dict(data.get("physics") or {})
+        if physics.get("detector") is not None and data["detector"] is not None:
+            raise ValueError("detector: given both at the top level and as physics.detector; keep one")
+        if data["detector"] is not None:
+            physics["detector"] = data["detector"]
+        data.pop("detector")
+        data["physics"] = physics
+    return data
+
+
 class ReferenceConfig(StrictModel):
     """Runcard of ``python -m physics.reference``: forward model, pseudo-data and reference posterior."""
 
     physics: PhysicsConfig = Field(default_factory=PhysicsConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     posterior: PosteriorConfig = Field(default_factory=PosteriorConfig)
+
+    _lift_detector = model_validator(mode="before")(classmethod(lambda cls, data: lift_detector(data)))
 
 
 _M = TypeVar("_M", bound=BaseModel)

@@ -9,14 +9,16 @@ Fixing L (not the counts) is what makes the event counts carry the normalisation
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from physics.config import DatasetSpec, PhysicsConfig
+from physics.detector import Detector, FoldedSampler, Folding
 from physics.quadrature import LogitRule, integrate_terms, logit_rule
-from physics.sampling import InverseCDFSampler
+from physics.sampling import EventSampler, InverseCDFSampler
 from physics.theory import Theory, terms_log_density
 
 __all__ = ["Dataset", "Experiment"]
@@ -29,12 +31,14 @@ class Dataset:
     Attributes:
         spec: name, observable and x range.
         luminosity: L_o of its observable (events per unit of integrated sigma).
-        expected: expected event count at the true parameters, nu_j(truth).
+        expected: expected event count at the true parameters, nu_j(truth) (reconstructed, with a detector).
+        true_expected: expected count of true events in its range at the true parameters (before the detector).
     """
 
     spec: DatasetSpec
     luminosity: float
     expected: float
+    true_expected: float = math.nan
 
     @property
     def name(self) -> str:
@@ -84,9 +88,24 @@ class Experiment:
             if not total > 0:
                 raise ValueError(f"case {config.case!r}: observable {obs!r} integrates to 0 at the truth")
             luminosity[obs] = n_events / total
+        true_expected = [luminosity[d.observable] * i for d, i in zip(config.datasets, integrals)]
+        self.detector: Detector | None = None
+        self.folding: Folding | None = None
+        expected = true_expected
+        if config.detector is not None:
+            self.detector = Detector(config.detector)
+            lums = [luminosity[d.observable] for d in config.datasets]
+            self.folding = Folding(self.theory, config.datasets, lums, self.detector, config.quadrature)
+            expected = self.folding.expected_counts(truth)[0].tolist()
+            for d, n, n_true in zip(config.datasets, expected, true_expected):
+                if not n > 1e-6 * n_true:
+                    raise ValueError(
+                        f"detector.acceptance: no event of dataset {d.name!r} survives the detector (expected "
+                        f"{n:.3g} reconstructed of {n_true:.3g} true events at the truth); raise eps(x) there"
+                    )
         self.datasets = [
-            Dataset(spec=d, luminosity=luminosity[d.observable], expected=luminosity[d.observable] * i)
-            for d, i in zip(config.datasets, integrals)
+            Dataset(spec=d, luminosity=luminosity[d.observable], expected=n, true_expected=n_true)
+            for d, n, n_true in zip(config.datasets, expected, true_expected)
         ]
 
     @property
@@ -103,12 +122,19 @@ class Experiment:
         return int(dataset)
 
     def sampler(self) -> InverseCDFSampler:
-        """The exact inverse-CDF event sampler of these datasets."""
+        """The exact inverse-CDF sampler of the datasets' true events (before any detector)."""
         return InverseCDFSampler(self.theory, [d.spec for d in self.datasets], self.config.quadrature)
 
+    def observed_sampler(self, inner: EventSampler | None = None) -> EventSampler:
+        """What the discriminators see: ``inner`` (default: the exact sampler) through the detector, if any."""
+        inner = inner if inner is not None else self.sampler()
+        return FoldedSampler(inner, self.folding) if self.folding is not None else inner
+
     def expected_counts(self, theta: Tensor) -> Tensor:
-        """Expected event counts nu_j(theta) = L_j int_j sigma, shape [B, J]."""
+        """Expected event counts nu_j(theta) = L_j int_j sigma (folded with a detector), shape [B, J]."""
         theta = self.theory.check_theta(theta)
+        if self.folding is not None:
+            return self.folding.expected_counts(theta)
         values = [
             d.luminosity * integrate_terms(self.theory.terms(theta, d.observable), r)
             for d, r in zip(self.datasets, self.rules)
@@ -117,6 +143,8 @@ class Experiment:
 
     def log_intensity(self, theta: Tensor, log_x: Tensor, log_1mx: Tensor, dataset: int | str) -> Tensor:
         """Log lambda_j(x; theta) = log L_j + log sigma_o(x; theta) at points given by log x and log(1-x).
+
+        With a detector, x is the reconstructed value and lambda_j the folded intensity (``log_1mx`` is unused).
 
         Args:
             theta: [B, D].
@@ -127,6 +155,8 @@ class Experiment:
         Returns:
             [B, n].
         """
+        if self.folding is not None:  # the reconstructed intensity depends on y alone
+            return self.folding.log_intensity(theta, log_x, self.index(dataset))
         d = self.datasets[self.index(dataset)]
         terms = self.theory.terms(self.theory.check_theta(theta), d.observable)
         return terms_log_density(terms, log_x, log_1mx) + torch.log(
@@ -143,6 +173,7 @@ class Experiment:
                 "x_max": d.spec.x_max,
                 "luminosity": d.luminosity,
                 "expected": d.expected,
+                **({"true_expected": d.true_expected} if self.folding is not None else {}),
             }
             for d in self.datasets
         ]

@@ -5,7 +5,8 @@ For datasets j with intensity lambda_j(x; theta) = L_j sigma_j(x; theta) and eve
 
     log L(theta) = sum_j [ -nu_j(theta) + sum_e w_{j,e} log lambda_j(x_{j,e}; theta) ],   nu_j = int lambda_j.
 
-The expected (Fisher) information of this Poisson process is
+With a detector (:mod:`physics.detector`), x are reconstructed values, lambda_j and nu_j the folded intensity and
+count. The expected (Fisher) information of this Poisson process is
 
     I(theta) = sum_j int lambda_j(x) grad log lambda_j(x) grad log lambda_j(x)^T dx,
 
@@ -78,6 +79,11 @@ class ExtendedLikelihood:
             xt = torch.as_tensor(x, dtype=dtype, device=self.device)
             self.log_x.append(torch.log(xt))
             self.log_1mx.append(torch.log1p(-xt))
+        # With a detector the folded intensity at each event is a weighted sum of sigma over theta-free nodes
+        # (physics.detector.Folding.nodes), tabulated once here.
+        self._nodes = None
+        if experiment.folding is not None:
+            self._nodes = [experiment.folding.nodes(lx, j) for j, lx in enumerate(self.log_x)]
         self.weights = None
         if weights is not None:
             if len(weights) != len(events):
@@ -96,7 +102,7 @@ class ExtendedLikelihood:
         """Log L contribution of each dataset, [B, J]."""
         theta = self.experiment.theory.check_theta(theta).to(self.dtype)
         n_batch = theta.shape[0]
-        n_max = max(max(self.counts), 1)
+        n_max = max(max(self.counts), 1) * (self._nodes[0][0].shape[-1] if self._nodes else 1)
         chunk = max(1, self.max_elements // n_max)
         nu = self.experiment.expected_counts(theta)
         columns = []
@@ -116,6 +122,8 @@ class ExtendedLikelihood:
         return torch.stack(columns, dim=-1) - nu
 
     def _log_intensity(self, theta: Tensor, j: int) -> Tensor:
+        if self._nodes is not None:
+            return self.experiment.folding.log_intensity_from_nodes(theta, self._nodes[j], j)
         # log of the linear sum rather than log-sum-exp: ~1.5x faster, and data events never underflow.
         ds = self.experiment.datasets[j]
         terms = self.experiment.theory.terms(theta, ds.observable)

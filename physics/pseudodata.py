@@ -34,6 +34,8 @@ from torch import Tensor
 
 from physics._version import __version__
 from physics.datasets import Experiment
+from physics.quadrature import integrate_terms
+from physics.sampling import EventSampler
 
 __all__ = [
     "FORMAT",
@@ -102,12 +104,16 @@ def generate_pseudodata(experiment: Experiment, seed: int, theta: list[float] | 
     theta_t = torch.tensor([truth], dtype=torch.float64)
     sampler = experiment.sampler()
     with torch.no_grad():
-        nu = experiment.expected_counts(theta_t)[0]
-        counts = [int(c) for c in torch.poisson(nu, generator=gen).tolist()]
-        events = [
-            sampler.sample(theta_t, n, j, generator=gen)[0].numpy().copy() if n > 0 else np.zeros(0)
-            for j, n in enumerate(counts)
-        ]
+        if experiment.detector is None:
+            nu = experiment.expected_counts(theta_t)[0]
+            counts = [int(c) for c in torch.poisson(nu, generator=gen).tolist()]
+            events = [
+                sampler.sample(theta_t, n, j, generator=gen)[0].numpy().copy() if n > 0 else np.zeros(0)
+                for j, n in enumerate(counts)
+            ]
+        else:
+            events = _detected_events(experiment, sampler, theta_t, gen)
+            counts = [len(x) for x in events]
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -117,8 +123,43 @@ def generate_pseudodata(experiment: Experiment, seed: int, theta: list[float] | 
         "parameter_names": theory.parameter_names,
         "truth": truth,
         "datasets": _dataset_meta(experiment, counts),
+        "detector": None if experiment.detector is None else experiment.detector.summary(),
     }
     return EventData(names=experiment.names, events=events, meta=meta)
+
+
+def _detected_events(
+    experiment: Experiment, sampler: EventSampler, theta: Tensor, gen: torch.Generator
+) -> list[np.ndarray]:
+    """True events of every dataset range (Poisson counts), passed through the detector event by event.
+
+    Each event survives with probability eps(x), is smeared, and lands in the dataset of its observable whose range
+    holds y (a migration when that is another one); outside every range it is lost.
+    """
+    detector = experiment.detector
+    specs = [d.spec for d in experiment.datasets]
+    theory = experiment.theory
+    nu_true = torch.stack(
+        [
+            d.luminosity * integrate_terms(theory.terms(theta, d.observable), rule)[0]
+            for d, rule in zip(experiment.datasets, experiment.rules)
+        ]
+    )
+    true_counts = [int(c) for c in torch.poisson(nu_true, generator=gen).tolist()]
+    found: list[list[np.ndarray]] = [[] for _ in specs]
+    for k, n in enumerate(true_counts):
+        if n == 0:
+            continue
+        x = sampler.sample(theta, n, k, generator=gen)[0]
+        kept = torch.rand(n, generator=gen, dtype=x.dtype) < detector.efficiency(x)
+        y = detector.smear(x, torch.randn(n, generator=gen, dtype=x.dtype))[kept].numpy()
+        for j, spec in enumerate(specs):
+            if spec.observable != specs[k].observable:
+                continue
+            # Half-open ranges [x_min, x_max), except that the top of (0, 1] is closed.
+            inside = (y >= spec.x_min) & ((y < spec.x_max) | ((y == spec.x_max) & (spec.x_max == 1.0)))
+            found[j].append(y[inside])
+    return [np.sort(np.concatenate(parts)) if parts else np.zeros(0) for parts in found]
 
 
 def _atomic_write_bytes(path: Path, write: Any) -> None:

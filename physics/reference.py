@@ -75,12 +75,15 @@ def load_or_generate(experiment: Experiment, seed: int, directory: Path, overwri
         data = load_events(directory, experiment)
         same = data.meta.get("case") == experiment.case and data.meta.get("seed") == seed
         same = same and np.allclose(data.meta.get("truth", []), experiment.theory.truth)
+        detector = None if experiment.detector is None else experiment.detector.summary()
+        same = same and data.meta.get("detector") == detector
         if same:
             return data, True
         if not overwrite:
             raise ValueError(
                 f"{directory}: holds case {data.meta.get('case')!r} seed {data.meta.get('seed')} "
-                f"(truth {data.meta.get('truth')}), not case {experiment.case!r} seed {seed}; "
+                f"(truth {data.meta.get('truth')}, detector {data.meta.get('detector')}), not case "
+                f"{experiment.case!r} seed {seed} (detector {detector}); "
                 "use another --out or --overwrite"
             )
         shutil.rmtree(directory)

@@ -45,3 +45,18 @@ def test_replicas_benchmark_compares_vectorized_and_loop():
     rows = _run("benchmarks/replicas.py", "--replicas", "1", "2", "--steps", "3")
     by_r = {r["replicas"]: r for r in rows if "replicas" in r and "results" not in r}
     assert set(by_r) == {1, 2} and by_r[2]["loop_step_s"] > 0 and by_r[2]["per_replica_vs_r1"] > 0
+
+
+@pytest.mark.slow
+def test_samplers_benchmark_measures_every_sampler_with_and_without_the_detector(tmp_path):
+    rows = _run(
+        "benchmarks/samplers.py",
+        *("--events", "200", "--batches", "1", "2", "--repeats", "3", "--flow", str(tmp_path / "absent.pt")),
+    )
+    measured = [r for r in rows if "events_per_s" in r]
+    assert {(r["sampler"], r["detector"], r["batch"]) for r in measured} == {
+        (s, d, b) for s in ("exact", "mcmc") for d in (False, True) for b in (1, 2)
+    }
+    assert all(r["events_per_s"] > 0 and r["grad_var_per_event"] > 0 for r in measured)
+    assert any(r.get("sampler") == "flow" and "skipped" in r for r in rows)
+    assert rows[-1]["benchmark"] == "samplers"

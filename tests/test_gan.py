@@ -56,8 +56,8 @@ def test_shapes_and_gradient_flow(experiment_b, data_b, sections):
     t = config.training
     loss, theta, events = model.generator_loss(slice(0, 2))
     assert loss.shape == (2,) and theta.shape == (2, t.params_per_step, 6)
-    assert [e.shape for e in events] == [(2, t.params_per_step, t.events_per_param)] * 4
-    assert all(e.dtype == torch.float64 for e in events)
+    assert [e.x.shape for e in events] == [(2, t.params_per_step, t.events_per_param)] * 4
+    assert all(e.x.dtype == torch.float64 and e.w is None for e in events)
     low, high = model.generator.low, model.generator.high
     assert torch.all((theta > low) & (theta < high))
     loss.sum().backward()
