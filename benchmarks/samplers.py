@@ -34,7 +34,7 @@ from physics.sampling import EventSampler
 
 
 def _statistic(sampler: EventSampler, theta: torch.Tensor, n: int, j: int, g: torch.Generator) -> torch.Tensor:
-    if getattr(sampler, "weighted", False):
+    if sampler.weighted:
         x, w = sampler.sample_weighted(theta, n, j, generator=g)
     else:
         x = sampler.sample(theta, n, j, generator=g)

@@ -103,7 +103,7 @@ class InverseGAN(nn.Module):
             raise ValueError(f"sampler datasets {self.sampler.dataset_names} differ from {experiment.names}")
         if list(data.names) != experiment.names:
             raise ValueError(f"data datasets {data.names} differ from the experiment's {experiment.names}")
-        self.weighted = bool(getattr(self.sampler, "weighted", False))
+        self.weighted = self.sampler.weighted
         if self.weighted and config.discriminator.set_size > 1:
             raise ValueError(
                 "discriminator.set_size: weighted generated events (sampler mcmc, or a detector) need set_size 1"

@@ -166,6 +166,7 @@ class Folding:
         self.detector = detector
         q = quadrature or QuadratureConfig()
         fine = q.model_copy(update={"step": min(q.step, 0.02)})
+        self.dataset_rules = [logit_rule(d.x_min, d.x_max, q) for d in self.datasets]
         self.pieces = {d.observable: true_pieces(self.datasets, d.observable) for d in self.datasets}
         self._rules: dict[str, list[LogitRule]] = {
             o: [logit_rule(lo, hi, fine) for lo, hi in p] for o, p in self.pieces.items()
@@ -202,6 +203,15 @@ class Folding:
     def expected_counts(self, theta: Tensor) -> Tensor:
         """Folded expected counts nu_j(theta), [B, J]; differentiable in theta."""
         columns = [self.expected_in(theta, j, d.x_min, d.x_max) for j, d in enumerate(self.datasets)]
+        return torch.stack(columns, dim=-1)
+
+    def true_counts(self, theta: Tensor) -> Tensor:
+        """Expected true (pre-detector) events in each dataset's range, L_o int_j sigma_o, [B, J]; differentiable."""
+        theta = self.theory.check_theta(theta)
+        columns = [
+            lum * integrate_terms(self.theory.terms(theta, d.observable), rule)
+            for d, lum, rule in zip(self.datasets, self.luminosity, self.dataset_rules)
+        ]
         return torch.stack(columns, dim=-1)
 
     def efficiency_at(self, theta: Tensor) -> Tensor:
@@ -289,7 +299,6 @@ class FoldedSampler(EventSampler):
         self.folding = folding
         self.dataset_names = list(inner.dataset_names)
         self._sources = [folding.sources(j) for j in range(len(self.dataset_names))]
-        self._true_rules = [logit_rule(d.x_min, d.x_max, QuadratureConfig()) for d in folding.datasets]
         self.per_source = inner.noise_dim + 1
         self.noise_dim = self.per_source * max(len(s) for s in self._sources)
 
@@ -317,11 +326,12 @@ class FoldedSampler(EventSampler):
         spec = self.folding.datasets[j]
         log_lo, log_hi = math.log(spec.x_min), math.log(spec.x_max)
         det = self.folding.detector
+        nu_true = self.folding.true_counts(theta)  # [B, J]
         xs, ws = [], []
         for i, k in enumerate(self._sources[j]):
             part = noise[..., i * self.per_source : (i + 1) * self.per_source].to(theta.dtype)
             inner_noise = part[..., 0] if self.inner.noise_dim == 1 else part[..., :-1]
-            if getattr(self.inner, "weighted", False):
+            if self.inner.weighted:
                 # A score-function sampler (MCMC): its weights, self-normalised per source, carry
                 # grad E_{p_k}[.] = E[(. ) grad log sigma] - E[.] grad log I_k, which with the differentiable
                 # nu_k = L I_k below makes the unnormalised L int sigma eps P_j f exact.
@@ -331,10 +341,7 @@ class FoldedSampler(EventSampler):
                 x, w_in = self.inner.sample(theta, n, k, noise=inner_noise), None
             log_x = torch.log(x)
             log_y = det.draw_in_window(log_x, part[..., -1], log_lo, log_hi)
-            src = self.folding.datasets[k]
-            terms = self.folding.theory.terms(theta, src.observable)
-            nu_true = self.folding.luminosity[k] * integrate_terms(terms, self._true_rules[k])  # [B]
-            w = nu_true[:, None] / n * det.efficiency(x) * det.window(log_x, log_lo, log_hi)
+            w = nu_true[:, k : k + 1] / n * det.efficiency(x) * det.window(log_x, log_lo, log_hi)
             w = w if w_in is None else w * w_in
             xs.append(torch.exp(log_y).clamp(spec.x_min, spec.x_max))
             ws.append(w)

@@ -34,7 +34,6 @@ from torch import Tensor
 
 from physics._version import __version__
 from physics.datasets import Experiment
-from physics.quadrature import integrate_terms
 from physics.sampling import EventSampler
 
 __all__ = [
@@ -138,13 +137,7 @@ def _detected_events(
     """
     detector = experiment.detector
     specs = [d.spec for d in experiment.datasets]
-    theory = experiment.theory
-    nu_true = torch.stack(
-        [
-            d.luminosity * integrate_terms(theory.terms(theta, d.observable), rule)[0]
-            for d, rule in zip(experiment.datasets, experiment.rules)
-        ]
-    )
+    nu_true = experiment.folding.true_counts(theta)[0]
     true_counts = [int(c) for c in torch.poisson(nu_true, generator=gen).tolist()]
     found: list[list[np.ndarray]] = [[] for _ in specs]
     for k, n in enumerate(true_counts):

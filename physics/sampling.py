@@ -48,12 +48,15 @@ class EventSampler(nn.Module, ABC):
 
     Subclasses set ``dataset_names`` and implement :meth:`sample`; those with a density set
     ``has_log_prob = True`` and implement :meth:`log_prob`. ``noise_dim`` is the number of base uniforms per
-    event: ``noise`` is [B, n] when it is 1 (the exact sampler), [B, n, noise_dim] otherwise.
+    event: ``noise`` is [B, n] when it is 1 (the exact sampler), [B, n, noise_dim] otherwise. Weighted samplers
+    (MCMC, the detector) set ``weighted = True`` and implement ``sample_weighted``, which returns (events, weights);
+    consumers then use self-normalised weighted means, through which the weights' gradients flow.
     """
 
     dataset_names: list[str]
     has_log_prob: bool = False
     noise_dim: int = 1
+    weighted: bool = False
 
     def dataset_index(self, dataset: int | str) -> int:
         """Position of ``dataset`` (index or name) in ``dataset_names``."""
