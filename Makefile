@@ -9,7 +9,7 @@ OUT ?= runs/closure
 ARGS ?= --resume
 NOT_SLOW := not slow and not mpi and not slurm and not gpu
 
-.PHONY: venv closure closure-detector closure-mcmc reference surrogate closure-surrogate vaim vaim-pdf hpo test test-slow lint format bench scaling peers clean
+.PHONY: venv closure closure-detector closure-mcmc reference surrogate closure-surrogate vaim vaim-pdf hpo ensemble test test-slow lint format bench scaling peers clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -52,9 +52,14 @@ vaim-pdf: $(STAMP)  ## VAIM on the PDF toy, shapes only and shapes + counts, and
 HPO ?= gan
 EVALUATOR ?= serial
 WORKERS ?= 2
-hpo: $(STAMP)  ## hyperparameter search (HPO=gan|quick|vaim, EVALUATOR=serial|thread|process|mpi, WORKERS=N)
+hpo: $(STAMP)  ## hyperparameter search (HPO=gan|quick|stopper|vaim, EVALUATOR=serial|thread|process|mpi, WORKERS=N)
 	$(PY) -m hpo.search --config configs/hpo_$(HPO).yaml --out runs/hpo-$(HPO) --evaluator $(EVALUATOR) \
 		--workers $(WORKERS) $(HPO_ARGS)
+
+TOP ?= 5
+ensemble: $(STAMP)  ## ensemble of the TOP best trials of runs/hpo-$(HPO), split into aleatoric + epistemic
+	$(PY) -m hpo.ensemble --search runs/hpo-$(HPO) --top $(TOP) --out runs/ensemble-$(HPO) \
+		--evaluator $(EVALUATOR) --workers $(WORKERS) $(ENSEMBLE_ARGS)
 
 test: $(STAMP)  ## fast tests (~2 min on 2 cores)
 	$(PY) -m pytest -m "$(NOT_SLOW)"

@@ -2,8 +2,10 @@
 
 Modules: ``hpo.kfold`` (folds of datasets left out by masks, R replicas each), ``hpo.losses`` (``HyperLoss``:
 loss types and statistics), ``hpo.penalties``, ``hpo.config`` (the search runcard and its space), ``hpo.trial``
-(DeepHyper's run function) and ``hpo.search`` (``python -m hpo.search``). Importing this package never
-initializes MPI: DeepHyper and mpi4py are imported when a search starts.
+(DeepHyper's run function), ``hpo.stopping`` (early stopping of bad trials), ``hpo.search``
+(``python -m hpo.search``) and ``hpo.ensemble`` (``python -m hpo.ensemble``: the best trials refitted, the
+uncertainty split into aleatoric and epistemic parts). Importing this package never initializes MPI: DeepHyper
+and mpi4py are imported when a search or an ensemble starts.
 """
 
 from hpo.kfold import FoldResult, KFoldConfig, Partition, fold_masks, run_gan_folds, run_vaim_folds

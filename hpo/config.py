@@ -29,7 +29,15 @@ from inverse.config import ClosureConfig
 from inverse.vaim_config import VAIMConfig
 from physics.config import StrictModel, load_yaml, parse_config
 
-__all__ = ["Dimension", "LossSettings", "SearchConfig", "SearchSettings", "apply_overrides", "load_search_config"]
+__all__ = [
+    "Dimension",
+    "LossSettings",
+    "SearchConfig",
+    "SearchSettings",
+    "StopperSettings",
+    "apply_overrides",
+    "load_search_config",
+]
 
 Scalar = float | int | str | bool
 
@@ -111,6 +119,21 @@ class LossSettings(StrictModel):
         return self
 
 
+class StopperSettings(StrictModel):
+    """``stopper:`` of a search runcard: which DeepHyper stopper ends bad trials early, and how often trials report."""
+
+    kind: Literal["none", "successive_halving", "median"] = Field(
+        "none", description="none | successive_halving (ASHA) | median (the median stopping rule)"
+    )
+    every: int = Field(10, ge=1, description="GAN: training steps between reports (VAIM reports after each fold)")
+    min_steps: int = Field(1, ge=1, description="reports before the first stopping decision")
+    reduction_factor: float = Field(3.0, gt=1.0, description="successive halving: keep the best 1/factor per rung")
+    min_competing: int = Field(0, ge=0, description="trials that must have reached a rung before it is judged")
+    min_fully_completed: int = Field(
+        1, ge=0, description="successive halving: complete trials needed before any trial is stopped"
+    )
+
+
 class SearchSettings(StrictModel):
     """DeepHyper's centralized Bayesian optimisation (CBO) and its budget."""
 
@@ -137,6 +160,7 @@ class SearchConfig(StrictModel):
     loss: LossSettings = Field(default_factory=LossSettings)
     space: dict[str, Dimension]
     search: SearchSettings = Field(default_factory=SearchSettings)
+    stopper: StopperSettings = Field(default_factory=StopperSettings)
 
     @model_validator(mode="after")
     def _check_space(self) -> SearchConfig:
@@ -150,6 +174,15 @@ class SearchConfig(StrictModel):
                 bad = [v for v in allowed if v not in self.space[parent].values]
                 if bad:
                     raise ValueError(f"space.{name}.when: {bad} are not values of {parent!r}")
+        if self.loss.loss_type == "future_test":
+            parts = self.kfold.partitions
+            if self.solver != "gan":
+                raise ValueError("loss.loss_type: future_test scores dataset partitions, a GAN search (solver: gan)")
+            if not parts or len(parts) < 2 or parts[-1].datasets:
+                raise ValueError(
+                    "kfold.partitions: loss_type future_test needs at least two partitions, the last one empty "
+                    "({datasets: []}: the full-data fit the others are compared with)"
+                )
         return self
 
 

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import lightning as L
 import numpy as np
 import torch
 from pydantic import Field
@@ -85,6 +86,7 @@ class FoldResult:
         steps: training steps.
         box: (low, high) of the parameters, for penalties.
         seconds: wall time of the fold's share of training (vectorized: the total divided by K).
+        full_fit: the full-data fit's replica predictions of the held-out points, [R, N] (future tests), or None.
     """
 
     index: int
@@ -102,10 +104,11 @@ class FoldResult:
     steps: int
     box: tuple[np.ndarray, np.ndarray]
     seconds: float = 0.0
+    full_fit: np.ndarray | None = None
 
     def points(self) -> FoldPoints:
-        """The held-out points, as the trial loss takes them."""
-        return FoldPoints(self.predictions, self.data, self.covariance, self.truth, self.weight)
+        """The held-out points, as the trial loss takes them (a fold without any raises ``ValueError``)."""
+        return FoldPoints(self.predictions, self.data, self.covariance, self.truth, self.weight, self.full_fit)
 
 
 def _partitions(kfold: KFoldConfig, experiment: Experiment) -> list[Partition]:
@@ -156,8 +159,13 @@ def run_gan_folds(
     kfold: KFoldConfig,
     truth: np.ndarray | None = None,
     after_fold: Callable[[FoldResult], bool] | None = None,
+    report: Callable[[int, list[FoldPoints]], bool] | None = None,
+    report_every: int = 10,
 ) -> list[FoldResult]:
     """Train and score the K folds of the GAN inverse solver with R replicas each.
+
+    When the last partition is empty (NNPDF's future tests) its fold is the full-data fit: every other fold's
+    held-out points carry that fit's predictions (``FoldResult.full_fit``). Fold by fold, it is trained first.
 
     Args:
         config: the GAN settings of the trial (``training.replicas`` is ignored: ``kfold.replicas`` per fold).
@@ -167,9 +175,14 @@ def run_gan_folds(
         truth: true parameters (closure), for the bias/variance loss; None for real data.
         after_fold: called with each finished fold (in order); returning True stops the remaining folds
             (the threshold check: effective when ``kfold.vectorize`` is False).
+        report: called every ``report_every`` steps and at the end of each model's training with the budget
+            (reports so far, counted over the folds trained one after the other) and the held-out points of the
+            folds finished or training, at the replicas' current estimates; returning True ends the trial there
+            (the early stopping of ``hpo.stopping``).
+        report_every: training steps between reports.
 
     Returns:
-        One :class:`FoldResult` per fold that ran.
+        One :class:`FoldResult` per fold that ran, in fold order.
     """
     parts = _partitions(kfold, experiment)
     masks = fold_masks(kfold, experiment)
@@ -178,15 +191,51 @@ def run_gan_folds(
     low, high = (np.asarray(v, dtype=float) for v in (experiment.theory.low, experiment.theory.high))
     truth_t = None if truth is None else torch.as_tensor(np.asarray(truth, dtype=float)[None])
     truth_pred = None if truth_t is None else [p[0].numpy() for p in view.predictions(truth_t)]
+    full = n_folds - 1 if n_folds > 1 and not parts[-1].datasets else None
 
-    groups = [list(range(n_folds))] if kfold.vectorize else [[k] for k in range(n_folds)]
+    def held_points(k: int, preds: list[np.ndarray], rows: slice, full_preds: list[np.ndarray] | None) -> dict:
+        held = [experiment.names.index(n) for n in parts[k].datasets]
+        cat = (lambda arrays: np.concatenate(arrays, axis=-1)) if held else (lambda arrays: np.zeros((n_rep, 0)))
+        obs = np.concatenate([view.datasets[j].counts for j in held]) if held else np.zeros(0)
+        law = None
+        if truth_pred is not None:
+            law = np.concatenate([truth_pred[j] for j in held]) if held else np.zeros(0)
+        ref = cat([full_preds[j] for j in held]) if (full_preds is not None and k != full) else None
+        return {"pred": cat([preds[j][rows] for j in held]), "obs": obs, "law": law, "full": ref}
+
+    if kfold.vectorize:
+        groups = [list(range(n_folds))]
+    else:  # the full-data fit first: the other folds' future-test loss needs it
+        order = ([full] if full is not None else []) + [k for k in range(n_folds) if k != full]
+        groups = [[k] for k in order]
+    per_model = math.ceil(config.training.steps / max(1, report_every))
     results: list[FoldResult] = []
-    for folds in groups:
+    full_preds: list[np.ndarray] | None = None
+    for g, folds in enumerate(groups):
         ids = [k * n_rep + r for k in folds for r in range(n_rep)]
         mask = masks[folds].repeat_interleave(n_rep, dim=0)
         model = InverseGAN(config, experiment, data, replicas=ids, dataset_mask=mask)
+        callbacks = []
+        if report is not None:
+
+            def points_now(gan: InverseGAN, folds: list[int] = folds, fp: list | None = full_preds) -> list[FoldPoints]:
+                with torch.no_grad():
+                    preds = [p.numpy() for p in view.predictions(gan.estimates().detach().cpu().double())]
+                if full is not None and full in folds:
+                    at = folds.index(full)
+                    fp = [p[at * n_rep : (at + 1) * n_rep] for p in preds]
+                now = []
+                for i, k in enumerate(folds):
+                    h = held_points(k, preds, slice(i * n_rep, (i + 1) * n_rep), fp)
+                    if h["obs"].size:
+                        cov = np.maximum(h["obs"], 1.0)
+                        now.append(FoldPoints(h["pred"], h["obs"], cov, h["law"], parts[k].weight, h["full"]))
+                done = [r.points() for r in results if r.data.size]
+                return done + now
+
+            callbacks.append(_Reporter(report, report_every, g * per_model, points_now))
         t0 = time.perf_counter()
-        module = fit_gan(model, None, progress=False)
+        module = fit_gan(model, None, progress=False, callbacks=callbacks)
         seconds = (time.perf_counter() - t0) / len(folds)
         model = module.model.cpu().double()
         est = model.estimates()
@@ -205,42 +254,60 @@ def run_gan_folds(
             scale = 1.0
         with torch.no_grad():
             vcurve = _validation_chi2(view, curve_theta, oob, scale, mask.numpy())
-            preds = view.predictions(est)
+            preds = [p.numpy() for p in view.predictions(est)]
+        if full is not None and full in folds:
+            at_full = folds.index(full)
+            full_preds = [p[at_full * n_rep : (at_full + 1) * n_rep] for p in preds]
+        stop = bool(callbacks and callbacks[0].stopped)
         for i, k in enumerate(folds):
             rows = slice(i * n_rep, (i + 1) * n_rep)
-            held = [experiment.names.index(n) for n in parts[k].datasets]
-            pred = np.concatenate([preds[j][rows].numpy() for j in held], axis=-1) if held else np.zeros((n_rep, 0))
-            obs = np.concatenate([view.datasets[j].counts for j in held]) if held else np.zeros(0)
-            law = None
-            if truth_pred is not None:
-                law = np.concatenate([truth_pred[j] for j in held]) if held else np.zeros(0)
+            h = held_points(k, preds, rows, full_preds)
             result = FoldResult(
                 index=k,
                 datasets=list(parts[k].datasets),
                 weight=parts[k].weight,
                 overfit=parts[k].overfit,
                 estimates=est[rows].numpy(),
-                predictions=pred,
-                data=obs,
-                covariance=np.maximum(obs, 1.0),
-                truth=law,
+                predictions=h["pred"],
+                data=h["obs"],
+                covariance=np.maximum(h["obs"], 1.0),
+                truth=h["law"],
                 validation=vcurve[rows, -1],
                 validation_curve=vcurve[rows, :-1],
                 curve_steps=at + 1,
                 steps=steps,
                 box=(low, high),
                 seconds=seconds,
+                full_fit=h["full"],
             )
             results.append(result)
             if after_fold is not None and after_fold(result):
-                return results
-    return results
+                stop = True
+        if stop:
+            break
+    return sorted(results, key=lambda r: r.index)
+
+
+class _Reporter(L.Callback):
+    """Reports the held-out points every ``every`` steps; stops the training when ``report`` says so."""
+
+    def __init__(self, report: Callable, every: int, offset: int, points: Callable) -> None:
+        self.report, self.every, self.offset, self.points = report, max(1, every), offset, points
+        self.stopped = False
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        steps, total = pl_module.steps_done, pl_module.steps_total
+        if steps % self.every and steps < total:
+            return
+        if self.report(self.offset + math.ceil(steps / self.every), self.points(pl_module.model)):
+            self.stopped = trainer.should_stop = True
 
 
 def run_vaim_folds(
     config: object,
     kfold: KFoldConfig,
     after_fold: Callable[[FoldResult], bool] | None = None,
+    report: Callable[[int, list[FoldPoints]], bool] | None = None,
 ) -> list[FoldResult]:
     """Train and score K folds of VAIM over its simulated pairs, R seeds per fold (see the module docstring).
 
@@ -248,6 +315,7 @@ def run_vaim_folds(
         config: an :class:`inverse.vaim_config.VAIMConfig`.
         kfold: folds, R, held-out points.
         after_fold: as in :func:`run_gan_folds` (every VAIM fold trains alone, so a threshold stops early).
+        report: called after each fold with the folds done and their held-out points; True ends the trial.
 
     Returns:
         One :class:`FoldResult` per fold that ran.
@@ -303,5 +371,7 @@ def run_vaim_folds(
             )
         )
         if after_fold is not None and after_fold(results[-1]):
+            break
+        if report is not None and report(k + 1, [r.points() for r in results]):
             break
     return results

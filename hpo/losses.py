@@ -14,7 +14,16 @@ cov_rep(T) = 1/(R-1) sum_r (T_r - <T>)(T_r - <T>)^T:
                    data uncertainty); it is maximised, so the fold statistic is inverted: loss = 1 / stat(phi^2)
 ``bias_variance``  closure only: |R_bv - 1| with R_bv = sqrt(bias / variance),
                    bias = (<T> - T_law)^T C^-1 (<T> - T_law) / N, variance = <(T_r - <T>)^T C^-1 (T_r - <T>)>_r / N
+``future_test``    NNPDF's future test: |chi2p_k - chi2_full,k| with chi2p_k the fold-k fit's chi2 (per point,
+                   with its replica uncertainty C_tot) of the data it never saw, and chi2_full,k the chi2 (C only)
+                   of the full-data fit's mean prediction <T_full> of the same data; needs partitions whose last
+                   one is empty (that fold is the full-data fit and has no loss of its own)
 =================  =========================================================================================
+
+The future test asks whether a fit to the "past" data (fold k leaves the "future" datasets out) describes the
+future data as well as the fit that includes them, once its own uncertainty is counted: a fit whose replica spread
+is honest has chi2p_k close to chi2_full,k. NNPDF sums |.| over the folds; here the fold statistic reduces them
+(``average`` is the sum over K - 1 folds divided by K - 1).
 
 Statistics (over replicas for the per-replica types, then over folds): ``average``, ``average_best`` (average of
 the best ``proportion`` of replicas, NNPDF's default 90 %), ``best_worst`` (the maximum: the worst case is
@@ -39,7 +48,7 @@ import numpy as np
 
 __all__ = ["LOSS_TYPES", "STATISTICS", "FoldPoints", "HyperLoss", "HyperLossResult"]
 
-LOSS_TYPES = ("chi2", "chi2_deviation", "chi2_mean", "chi2p", "logp", "phi2", "bias_variance")
+LOSS_TYPES = ("chi2", "chi2_deviation", "chi2_mean", "chi2p", "logp", "phi2", "bias_variance", "future_test")
 PER_REPLICA = ("chi2", "chi2_deviation")
 
 
@@ -77,6 +86,7 @@ class FoldPoints:
         covariance: experimental variances [N] or covariance matrix [N, N].
         truth: law prediction at the true parameters, [N] (closure tests; ``bias_variance`` needs it).
         weight: the partition's weight.
+        full_fit: replica predictions of the same points by the full-data fit, [R', N] (``future_test`` needs it).
     """
 
     predictions: np.ndarray
@@ -84,6 +94,7 @@ class FoldPoints:
     covariance: np.ndarray
     truth: np.ndarray | None = None
     weight: float = 1.0
+    full_fit: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.predictions = np.atleast_2d(np.asarray(self.predictions, dtype=float))
@@ -96,6 +107,10 @@ class FoldPoints:
             raise ValueError(f"covariance: expected [{n}] or [{n}, {n}], got {self.covariance.shape}")
         if n == 0:
             raise ValueError("a fold needs at least one held-out point (a partition without datasets?)")
+        if self.full_fit is not None:
+            self.full_fit = np.atleast_2d(np.asarray(self.full_fit, dtype=float))
+            if self.full_fit.shape[1] != n:
+                raise ValueError(f"full_fit: expected [R', {n}] predictions, got shape {self.full_fit.shape}")
 
     @property
     def n(self) -> int:
@@ -212,6 +227,8 @@ class HyperLoss:
             value = 0.5 * (fold.n * math.log(2 * math.pi) + logdet + quad) / fold.n
         elif kind == "phi2":
             value = float(fold.replica_chi2().mean() - fold.chi2(mean - fold.data)[0])
+        elif kind == "future_test":
+            value = abs(self.future_test_difference(fold))
         else:  # bias_variance
             if fold.truth is None:
                 raise ValueError("loss_type bias_variance needs the law (true-parameter) predictions: a closure test")
@@ -220,6 +237,22 @@ class HyperLoss:
             value = abs(math.sqrt(bias / variance) - 1.0) if variance > 0 else math.inf
         value += sum(float(np.mean(p)) for p in extra.values())
         return fold.weight * value
+
+    @staticmethod
+    def future_test_difference(fold: FoldPoints) -> float:
+        """chi2p of the fold's fit minus chi2 of the full-data fit's mean prediction, on the fold's points.
+
+        Raises:
+            ValueError: the fold carries no full-data fit (the last partition is not empty).
+        """
+        if fold.full_fit is None:
+            raise ValueError(
+                "loss_type future_test needs the full-data fit's predictions: make the last of kfold.partitions empty"
+            )
+        mean = fold.predictions.mean(0)
+        with_pdf = float(fold.chi2(mean - fold.data, fold.total_covariance())[0])
+        full = float(fold.chi2(fold.full_fit.mean(0) - fold.data)[0])
+        return with_pdf - full
 
     def compute(
         self, folds: Sequence[FoldPoints], penalties: Sequence[dict[str, np.ndarray]] | None = None

@@ -17,9 +17,11 @@ The run directory holds ``results.csv`` (DeepHyper's: ``p:<hyperparameter>``, ``
 ``F_<reason>``, ``m:<metadata>`` with per-fold losses, per-fold mean replica chi2, phi^2, penalties and the
 trial's start/end times), ``config.yaml`` (the search runcard as resolved), ``base.yaml`` (the solver runcard the
 trials start from), ``best.yaml`` (that runcard with the best trial's hyperparameters: ready for
-``python -m inverse.closure --config``, or ``python -m inverse.vaim``), ``objective.png``, ``summary.json``,
-``report.md`` and ``data/`` (the events every trial fits). ``--restart`` continues a killed search: finished
-trials are read back from results.csv (none is repeated or lost) and ``search.max_evals`` counts them.
+``python -m inverse.closure --config``, or ``python -m inverse.vaim``), ``objective.png``, ``utilisation.png`` (jobs
+submitted and running at once over time), ``summary.json`` (with the worker utilisation, busy time / (workers x
+wall)), ``report.md``, ``stopper/`` (with a stopper: the rungs trials reached) and ``data/`` (the events every trial
+fits). ``--restart`` continues a killed search: finished trials are read back from results.csv (none is repeated
+or lost) and ``search.max_evals`` counts them.
 """
 
 from __future__ import annotations
@@ -47,15 +49,19 @@ __all__ = [
     "bind_worker_gpu",
     "build_parser",
     "build_problem",
+    "join_mpi",
     "launched_by_mpi",
     "main",
+    "plot_utilisation",
     "read_results",
+    "relaunch_under_mpi",
     "run_search",
+    "worker_threads",
 ]
 
 EVALUATORS = ("serial", "thread", "process", "mpi")
 _CHILD_FLAG = "QCDGIP_HPO_MPI_CHILD"
-_OUTPUTS = ("results.csv", "summary.json", "best.yaml", "objective.png", "report.md")
+_OUTPUTS = ("results.csv", "summary.json", "best.yaml", "objective.png", "utilisation.png", "report.md")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +131,22 @@ def bind_worker_gpu(comm: Any) -> str | None:
     return device
 
 
+def join_mpi() -> int:
+    """Initialize MPI in a launched rank, check there are workers, bind a worker to its GPU; returns the rank.
+
+    Raises:
+        ValueError: a single rank (the manager needs workers).
+    """
+    from mpi4py import MPI
+
+    if not MPI.Is_initialized():
+        MPI.Init_thread()
+    if MPI.COMM_WORLD.Get_size() < 2:
+        raise ValueError("--evaluator mpi needs at least 2 ranks (1 manager + workers)")
+    bind_worker_gpu(MPI.COMM_WORLD)
+    return MPI.COMM_WORLD.Get_rank()
+
+
 def _mpiexec() -> str:
     local = Path(sys.executable).parent / "mpiexec"
     found = str(local) if local.is_file() else shutil.which("mpiexec")
@@ -184,6 +206,7 @@ def prepare_run_dir(out: Path, config: SearchConfig, runcard: dict[str, Any], ov
             (out / name).unlink(missing_ok=True)
         for old in out.glob("results_*.csv"):
             old.unlink()
+        shutil.rmtree(out / "stopper", ignore_errors=True)
     write_yaml(out / "config.yaml", config.model_dump(mode="json"))
     write_yaml(out / "base.yaml", runcard)
     if config.solver == "gan":
@@ -239,22 +262,31 @@ def _base_point(config: SearchConfig, runcard: dict[str, Any]) -> dict[str, Any]
 
 
 def read_results(out: Path) -> Any:
-    """results.csv as a pandas DataFrame with a numeric ``loss`` column (NaN for failed trials)."""
+    """results.csv as a DataFrame with a numeric ``loss`` (NaN for failed trials) and three flags.
+
+    ``failed``, ``stopped`` (ended early by the stopper: its loss is at a smaller budget) and ``complete`` (neither).
+    """
     import pandas as pd
 
     path = out / "results.csv"
     if not path.is_file():
         raise ValueError(f"{out}: no results.csv (has the search run?)")
     df = pd.read_csv(path)
+    if "objective" not in df.columns:
+        raise ValueError(f"{path}: no objective column (not a DeepHyper results file)")
     objective = pd.to_numeric(df["objective"], errors="coerce")
     df["loss"] = -objective
     df["failed"] = objective.isna()
+    stopped = pd.to_numeric(df["m:stopped"], errors="coerce").fillna(0) > 0 if "m:stopped" in df else False
+    df["stopped"] = stopped & ~df["failed"]
+    df["complete"] = ~df["failed"] & ~df["stopped"]
     return df
 
 
-def _threads(config: SearchConfig, workers: int) -> int:
-    if config.search.torch_threads:
-        return config.search.torch_threads
+def worker_threads(workers: int, configured: int = 0) -> int:
+    """Torch threads of one trial: ``configured`` if set, srun's ``-c`` under srun, else this node's cores / workers."""
+    if configured:
+        return configured
     if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit() and srun_tasks() is not None:
         return int(os.environ["SLURM_CPUS_PER_TASK"])  # srun -c: this rank's cores
     return max(1, (os.cpu_count() or 1) // max(1, workers))
@@ -283,9 +315,15 @@ def run_search(
         "search": config.model_dump(mode="json"),
         "runcard": runcard,
         "run_dir": str(out.resolve()),
-        "threads": _threads(config, workers),
+        "threads": worker_threads(workers, config.search.torch_threads),
     }
     callbacks = [TqdmCallback("trials")] if progress else []
+    stopper = None
+    if config.stopper.kind != "none":
+        from hpo.stopping import LedgerStorage, build_stopper
+        from hpo.trial import max_budget
+
+        stopper = build_stopper(config.stopper, max_budget(config, runcard))
     if evaluator == "mpi":
         from deephyper.evaluator.storage import MemoryStorage
 
@@ -295,6 +333,9 @@ def run_search(
     else:
         method = {"serial": "serial", "thread": "thread", "process": "process"}[evaluator]
         method_kwargs = {"num_workers": workers, "run_function_kwargs": kwargs, "callbacks": callbacks}
+    if stopper is not None:
+        # The stoppers compare trials through the storage: it must reach every worker (hpo.stopping).
+        method_kwargs["storage"] = LedgerStorage(out / "stopper")
     function = run_trial_async if evaluator == "serial" else run_trial
     with Evaluator.create(function, method=method, method_kwargs=method_kwargs) as ev:
         if evaluator == "mpi" and not ev.is_master:
@@ -316,6 +357,7 @@ def run_search(
             acq_optimizer=s.acq_optimizer,
             n_initial_points=s.n_initial_points,
             initial_points=[base] if base else None,
+            stopper=stopper,
         )
         start = time.time()
         if remaining > 0:
@@ -331,24 +373,30 @@ def finalize(
 ) -> dict[str, Any]:
     """Write best.yaml, objective.png, summary.json and report.md from results.csv."""
     df = read_results(out)
-    finished = df[~df["failed"]]
+    finished = df[df["complete"]]
     summary: dict[str, Any] = {
         "solver": config.solver,
         "trials": len(df),
+        "complete": int(df["complete"].sum()),
         "failed": int(df["failed"].sum()),
+        "stopped": int(df["stopped"].sum()),
         "failures": df.loc[df["failed"], "objective"].value_counts().to_dict(),
+        "stopper": config.stopper.model_dump(),
         "workers": workers,
         "wall_s": wall,
     }
     session = df[pd_num(df, "m:t_start") >= start - 1] if "m:t_start" in df else df.iloc[:0]
     if len(session) and wall > 0:
         busy = float((pd_num(session, "m:t_end") - pd_num(session, "m:t_start")).sum())
+        summary["worker_utilisation"] = busy / (workers * wall)
         summary["this_session"] = {
             "trials": len(session),
+            "stopped": int(session["stopped"].sum()),
             "trials_per_minute": 60.0 * len(session) / wall,
             "worker_utilisation": busy / (workers * wall),
             "median_trial_s": float(np.median(pd_num(session, "m:t_end") - pd_num(session, "m:t_start"))),
         }
+        plot_utilisation(session, out / "utilisation.png", workers, start)
     if len(finished):
         best = finished.loc[finished["loss"].idxmin()]
         params = {c[2:]: best[c] for c in df.columns if c.startswith("p:")}
@@ -388,17 +436,21 @@ def _plot(df: Any, path: Path, config: SearchConfig) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    ok = df[~df["failed"]]
+    ok = df[df["complete"]]
     ax.plot(ok["job_id"], ok["loss"], "o", ms=4, label="trial loss")
+    cut = df[df["stopped"]]
+    if len(cut):
+        ax.plot(cut["job_id"], cut["loss"], "v", ms=4, color="0.55", label="stopped early (loss at its budget)")
     if len(ok):
         order = df.sort_values("job_id")
-        running = order["loss"].where(~order["failed"]).cummin()
+        running = order["loss"].where(order["complete"]).cummin()
         ax.step(order["job_id"], running, where="post", color="k", label="best so far")
-        top = np.nanmax(ok["loss"])
+        top = np.nanmax(df.loc[~df["failed"], "loss"])
         bad = df[df["failed"]]
         if len(bad):
             ax.plot(bad["job_id"], np.full(len(bad), top), "x", color="C3", label="failed (F_*)")
-        if (ok["loss"] > 0).all() and top / max(np.nanmin(ok["loss"]), 1e-300) > 30:
+        shown = df.loc[~df["failed"], "loss"]
+        if (shown > 0).all() and top / max(np.nanmin(shown), 1e-300) > 30:
             ax.set_yscale("log")
     ax.set_xlabel("evaluation (job id)")
     ax.set_ylabel(f"loss ({config.loss.loss_type})")
@@ -409,11 +461,54 @@ def _plot(df: Any, path: Path, config: SearchConfig) -> None:
     plt.close(fig)
 
 
+def plot_utilisation(session: Any, path: Path, workers: int, start: float) -> Path:
+    """Jobs submitted (and gathered) over time, and jobs running at once, of this session's trials.
+
+    The manager's view comes from DeepHyper's timestamps (``m:timestamp_submit`` / ``m:timestamp_gather``, seconds
+    since the evaluator was created, moments before the search started); the workers' view from the trials' own
+    start and end (``m:t_start`` / ``m:t_end``). The gap between them is the manager's and the transport's share.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from deephyper.analysis.hpo import plot_worker_utilization
+
+    submit = np.sort(pd_num(session, "m:timestamp_submit").dropna().to_numpy())
+    gather = np.sort(pd_num(session, "m:timestamp_gather").dropna().to_numpy())
+    t0, t1 = pd_num(session, "m:t_start").to_numpy() - start, pd_num(session, "m:t_end").to_numpy() - start
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    top.step(np.r_[0.0, submit], np.arange(len(submit) + 1), where="post", label="submitted")
+    top.step(np.r_[0.0, gather], np.arange(len(gather) + 1), where="post", label="gathered (done)")
+    top.set_ylabel("jobs")
+    top.set_title(f"search activity: {len(session)} trials this session, {workers} workers")
+    top.legend()
+    if len(submit) == len(gather) and len(submit):
+        plot_worker_utilization(session, profile_type="submit/gather", ax=bottom, label="submitted, not gathered")
+    worker_side = pd.DataFrame({"m:timestamp_start": t0, "m:timestamp_end": t1}).dropna()
+    plot_worker_utilization(worker_side, profile_type="start/end", ax=bottom, label="training (on workers)")
+    bottom.axhline(workers, color="k", ls=":", lw=1, label="workers")
+    busy = float(np.nansum(t1 - t0))
+    wall = float(max(np.nanmax(t1), gather.max() if len(gather) else 0.0))
+    bottom.set_title(f"worker utilisation {busy / (workers * wall):.2f} (busy / (workers x wall))", fontsize=9)
+    bottom.set_xlabel("seconds since the search started")
+    bottom.set_ylabel("jobs running at once")
+    bottom.set_xlim(0, wall * 1.02)
+    bottom.set_ylim(0, workers + 1)
+    bottom.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _report(summary: dict[str, Any], df: Any, config: SearchConfig) -> str:
     lines = [
         f"# Hyperparameter search ({config.solver})",
         "",
-        f"{summary['trials']} trials, {summary['failed']} failed ({summary['failures'] or 'none'}); "
+        f"{summary['trials']} trials: {summary['complete']} complete, {summary['stopped']} stopped early by the "
+        f"stopper ({config.stopper.kind}), {summary['failed']} failed ({summary['failures'] or 'none'}); "
         f"{summary['workers']} workers. Loss: {config.loss.loss_type}, {config.loss.replica_statistic} over "
         f"replicas, {config.loss.fold_statistic} over folds; {len(config.kfold.partitions or [])} partitions "
         f"given (none: one fold per dataset), {config.kfold.replicas} replicas per fold.",
@@ -429,7 +524,7 @@ def _report(summary: dict[str, Any], df: Any, config: SearchConfig) -> str:
         lines += ["", f"## Best trial: job {b['job_id']}, loss {b['loss']:.5g}", ""]
         lines += [f"- `{k}`: {v}" for k, v in b["parameters"].items()]
         lines += ["", "`best.yaml` is the solver runcard with these values."]
-    ok = df[~df["failed"]].sort_values("loss").head(10)
+    ok = df[df["complete"]].sort_values("loss").head(10)
     if len(ok):
         cols = [c for c in df.columns if c.startswith("p:")]
         lines += ["", "## Ten best trials", "", "| job | loss | " + " | ".join(c[2:] for c in cols) + " |"]
@@ -438,11 +533,14 @@ def _report(summary: dict[str, Any], df: Any, config: SearchConfig) -> str:
             vals = [f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in cols]
             lines.append(f"| {int(row['job_id'])} | {row['loss']:.5g} | " + " | ".join(vals) + " |")
     lines += ["", "![objective](objective.png)"]
+    if "this_session" in summary:
+        lines += ["", "![utilisation](utilisation.png)"]
     return "\n".join(lines) + "\n"
 
 
-def _relaunch(argv: list[str], workers: int) -> int:
-    cmd = [_mpiexec(), "-n", str(workers + 1), sys.executable, "-m", "hpo.search", *argv]
+def relaunch_under_mpi(module: str, argv: list[str], workers: int) -> int:
+    """Run ``python -m module argv`` under ``mpiexec -n workers+1``; returns its exit status."""
+    cmd = [_mpiexec(), "-n", str(workers + 1), sys.executable, "-m", module, *argv]
     env = dict(os.environ, **{_CHILD_FLAG: "1"})
     print(f"== launching {workers} MPI workers + 1 manager: {' '.join(cmd)}", flush=True)
     return subprocess.call(cmd, env=env)
@@ -460,15 +558,8 @@ def main(argv: list[str] | None = None) -> int:
         check_run_dir(args.out, config, runcard, args.restart, args.overwrite)
         if args.evaluator == "mpi":
             if not launched_by_mpi():
-                return _relaunch(argv, args.workers or 2)
-            from mpi4py import MPI
-
-            if not MPI.Is_initialized():
-                MPI.Init_thread()
-            mpi_rank = MPI.COMM_WORLD.Get_rank()
-            if MPI.COMM_WORLD.Get_size() < 2:
-                raise ValueError("--evaluator mpi needs at least 2 ranks (1 manager + workers)")
-            bind_worker_gpu(MPI.COMM_WORLD)
+                return relaunch_under_mpi("hpo.search", argv, args.workers or 2)
+            mpi_rank = join_mpi()
         if mpi_rank in (None, 0):
             prepare_run_dir(args.out, config, runcard, args.overwrite)
         workers = args.workers or 1

@@ -4,7 +4,8 @@
 reference) and never raises: a NaN loss, a fold over the threshold, a diverged fit or any exception becomes a failed
 trial (objective ``"F_<reason>"``, DeepHyper's convention) with the reason in the metadata, so one bad point never
 ends a search. Every trial returns the same metadata keys (DeepHyper fixes results.csv's columns from the first
-finished trial).
+finished trial). With a stopper (``stopper:`` of the search runcard) the trial reports its loss as it trains and
+may be stopped early: ``stopped`` is 1 and ``budget`` the reports it made (``hpo.stopping``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ import torch
 
 from hpo.config import SearchConfig, apply_overrides, solver_model
 from hpo.kfold import FoldResult, run_gan_folds, run_vaim_folds
-from hpo.losses import HyperLossResult
+from hpo.losses import FoldPoints, HyperLossResult
 from hpo.penalties import patience, saturation
 from inverse.training import NonFiniteLossError
 from inverse.vaim_training import NonFiniteVAIMLossError
@@ -35,6 +37,8 @@ __all__ = ["METADATA_KEYS", "evaluate", "run_trial", "run_trial_async", "score"]
 METADATA_KEYS = (
     "loss",
     "failure",
+    "stopped",
+    "budget",
     "fold_losses",
     "replica_chi2_mean",
     "phi2",
@@ -78,14 +82,37 @@ def _penalties(fold: FoldResult, settings: Any) -> dict[str, np.ndarray]:
 
 
 def score(folds: list[FoldResult], config: SearchConfig) -> HyperLossResult:
-    """The trial loss of finished folds (``loss`` NaN and ``failed`` set when a fold fails)."""
+    """The trial loss of finished folds (``loss`` NaN and ``failed`` set when a fold fails).
+
+    A fold that holds nothing out (the full-data fit of future tests) has no held-out loss and is left out.
+    """
     s = config.loss
     hyper = s.hyper_loss()
-    return hyper.compute([f.points() for f in folds], [_penalties(f, s) for f in folds])
+    held = [f for f in folds if f.data.size]
+    return hyper.compute([f.points() for f in held], [_penalties(f, s) for f in held])
+
+
+def max_budget(config: SearchConfig, runcard: dict[str, Any]) -> int:
+    """Reports of a trial that runs to the end: per ``stopper.every`` steps per model (GAN), one per fold (VAIM).
+
+    A searched ``gan.training.steps`` counts at its highest value.
+    """
+    if config.solver == "vaim":
+        return config.kfold.folds
+    steps = runcard["gan"]["training"]["steps"]
+    dim = config.space.get("gan.training.steps")
+    if dim is not None:
+        steps = max(v for v in dim.probes() if isinstance(v, int | float))
+    models = 1 if config.kfold.vectorize else len(config.kfold.partitions or runcard["physics"]["datasets"])
+    return models * math.ceil(int(steps) / config.stopper.every)
 
 
 def evaluate(
-    parameters: dict[str, Any], config: SearchConfig, runcard: dict[str, Any], data_dir: Path | None
+    parameters: dict[str, Any],
+    config: SearchConfig,
+    runcard: dict[str, Any],
+    data_dir: Path | None,
+    reporter: Callable[[int, float], bool] | None = None,
 ) -> tuple[HyperLossResult, list[FoldResult]]:
     """Run the k folds of one hyperparameter point and score them.
 
@@ -94,6 +121,8 @@ def evaluate(
         config: the search config.
         runcard: the solver's resolved base runcard.
         data_dir: the search's events (GAN).
+        reporter: takes (budget, loss so far) during training and returns True to stop the trial
+            (:class:`hpo.stopping.TrialReporter`); None: no reports.
     """
     trial_card = apply_overrides(runcard, parameters)
     solver_config = solver_model(config.solver).model_validate(trial_card)
@@ -101,16 +130,23 @@ def evaluate(
     hyper = s.hyper_loss()
 
     def stop(fold: FoldResult) -> bool:
+        if not fold.data.size:
+            return False
         return hyper.exceeds(fold.points(), _penalties(fold, s) if s.include_penalties else None)
 
+    def report(budget: int, points: list[FoldPoints]) -> bool:
+        return reporter(budget, hyper.compute(points).loss) if points else False
+
+    on_report = report if reporter is not None else None
     if config.solver == "gan":
         experiment, data = _experiment_and_data(trial_card, data_dir)
         gan = solver_config.gan.model_copy(
             update={"training": solver_config.gan.training.model_copy(update={"progress": False})}
         )
-        folds = run_gan_folds(gan, experiment, data, config.kfold, np.asarray(experiment.theory.truth), stop)
+        truth = np.asarray(experiment.theory.truth)
+        folds = run_gan_folds(gan, experiment, data, config.kfold, truth, stop, on_report, config.stopper.every)
     else:
-        folds = run_vaim_folds(solver_config, config.kfold, stop)
+        folds = run_vaim_folds(solver_config, config.kfold, stop, on_report)
     return score(folds, config), folds
 
 
@@ -130,13 +166,22 @@ def run_trial(job: Any, search: dict[str, Any], runcard: dict[str, Any], run_dir
     """
     t_start, cpu_start = time.time(), time.perf_counter()
     meta: dict[str, Any] = dict.fromkeys(METADATA_KEYS, "")
+    meta["stopped"] = 0
     meta["worker"] = f"{socket.gethostname()}:{os.getpid()}"
     meta["gpu"] = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     objective: float | str
     try:
         torch.set_num_threads(max(1, threads))
         config = SearchConfig.model_validate(search)
-        result, folds = evaluate(dict(job.parameters), config, runcard, Path(run_dir) / "data")
+        reporter = None
+        if config.stopper.kind != "none":
+            from hpo.stopping import TrialReporter
+
+            reporter = TrialReporter(job, max_budget(config, runcard))
+        result, folds = evaluate(dict(job.parameters), config, runcard, Path(run_dir) / "data", reporter)
+        if reporter is not None:
+            meta["stopped"] = int(reporter.stopped_at is not None)
+            meta["budget"] = reporter.history[-1][0] if reporter.history else 0
         meta.update(
             fold_losses=_json(result.fold_losses),
             replica_chi2_mean=_json([float(np.mean(c)) for c in result.replica_chi2]),

@@ -53,7 +53,7 @@ from physics.runs import format_table, open_run_dir, to_jsonable, write_json
 from surrogates.base import Surrogate
 from surrogates.quality import surrogate_mle
 
-__all__ = ["build_parser", "main", "resolve_config", "run_closure"]
+__all__ = ["build_parser", "closure_reference", "main", "resolve_config", "run_closure"]
 
 _OUTPUTS = ("summary.json", "report.md", "pdfs.png", "data.png", "replicas.png", "training.png", "reference.npz")
 
@@ -162,7 +162,7 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): d}
 
 
-def _reference(
+def closure_reference(
     config: ClosureConfig, experiment: Experiment, data: EventData, out: Path, progress: bool, log: Any
 ) -> dict[str, np.ndarray]:
     """MLE, MCMC posterior and bootstrap MLEs, cached in reference.npz under a key of what they depend on."""
@@ -245,7 +245,7 @@ def run_closure(
         )
 
     t_ref = time.perf_counter()
-    ref = _reference(config, experiment, data, out, progress, log)
+    ref = closure_reference(config, experiment, data, out, progress, log)
     ref_seconds = time.perf_counter() - t_ref
     post = ref["posterior"]
     post_mean, post_sd = post.mean(0), post.std(0, ddof=1)

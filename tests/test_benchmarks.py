@@ -60,3 +60,21 @@ def test_samplers_benchmark_measures_every_sampler_with_and_without_the_detector
     assert all(r["events_per_s"] > 0 and r["grad_var_per_event"] > 0 for r in measured)
     assert any(r.get("sampler") == "flow" and "skipped" in r for r in rows)
     assert rows[-1]["benchmark"] == "samplers"
+
+
+@pytest.mark.slow
+def test_hpo_benchmark_compares_the_search_with_and_without_its_stopper():
+    out = subprocess.run(
+        [sys.executable, "benchmarks/hpo.py", "--workers", "--skip-kfold", "--budget", "15", "--seeds", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    ).stdout
+    result = json.loads(out)
+    run = result["stopper"]["runs"][0]
+    for kind in ("none", "successive_halving"):
+        assert run[kind]["trials"] == run[kind]["complete"] + run[kind]["stopped"] + run[kind]["failed"]
+        assert 0 < run[kind]["worker_utilisation"] <= 1
+    assert run["none"]["stopped"] == 0

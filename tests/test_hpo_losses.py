@@ -118,3 +118,23 @@ def test_patience_is_the_validation_loss_where_the_best_step_is_where_averaging_
     # S = 40, P = 20: replica 0 best at 20 -> |40 - 20 - 20| = 0; replica 1 best at 40 -> 20.
     out = patience(np.array([2.5, 1.0]), curve, steps, steps=40, patience_steps=20, alpha=0.1)
     assert out == pytest.approx([2.5, math.exp(2.0)])
+
+
+def test_future_test_loss_by_hand() -> None:
+    """Two replicas [[1, 3], [3, 5]] of data [2, 2] (unit variances): mean [2, 4], replica covariance [[2, 2], [2, 2]],
+    C_tot = [[3, 2], [2, 3]], chi2p = (0, 2) C_tot^-1 (0, 2)^T / 2 = (12 / 5) / 2 = 1.2. The full fit's replicas
+    [[2, 2], [2, 4]] have mean [2, 3]: chi2 = (0 + 1) / 2 = 0.5. Loss |1.2 - 0.5| = 0.7."""
+    past = FoldPoints([[1.0, 3.0], [3.0, 5.0]], [2.0, 2.0], [1.0, 1.0], full_fit=[[2.0, 2.0], [2.0, 4.0]])
+    assert HyperLoss.future_test_difference(past) == pytest.approx(0.7, abs=1e-12)
+    # A full fit that describes the data better than the past fit does with its uncertainty: chi2 (0 + 0) = 0.
+    better = FoldPoints([[1.0, 3.0], [3.0, 5.0]], [2.0, 2.0], [1.0, 1.0], full_fit=[[2.0, 2.0]])
+    assert HyperLoss.future_test_difference(better) == pytest.approx(1.2, abs=1e-12)
+    # Signs do not cancel over folds: the loss is |difference|, averaged over the folds with held-out points.
+    worse = FoldPoints([[2.0, 2.0], [2.0, 2.0]], [2.0, 2.0], [1.0, 1.0], full_fit=[[2.0, 4.0]])
+    result = HyperLoss("future_test").compute([past, worse])
+    assert result.fold_losses == pytest.approx([0.7, 2.0])  # chi2p 0 (no residual) - chi2 (0 + 4) / 2
+    assert result.loss == pytest.approx(1.35)
+    with pytest.raises(ValueError, match=r"last of kfold\.partitions empty"):
+        HyperLoss("future_test").compute([fold()])
+    with pytest.raises(ValueError, match="full_fit: expected"):
+        FoldPoints([[1.0, 3.0]], [2.0, 2.0], [1.0, 1.0], full_fit=[[1.0, 2.0, 3.0]])

@@ -92,3 +92,50 @@ def test_out_of_bag_validation_is_calibrated_at_the_truth(experiment_b, data_b) 
     # 40 bins: chi2/N has sd sqrt(2/40) = 0.22 per replica; the mean of 200 replicas (correlated through the
     # common data) must sit near 1.
     assert 0.7 < chi2.mean() < 1.3
+
+
+def test_future_test_folds_carry_the_full_fit_vectorized_or_looped(experiment_b, data_b) -> None:
+    """With an empty last partition every other fold gets the full-data fit's predictions of its held-out points,
+    the same whether folds train together or one after the other (the full fit first)."""
+    parts = [
+        Partition(datasets=["sigma2_high"]),
+        Partition(datasets=["sigma1_low", "sigma2_low"]),
+        Partition(datasets=[]),
+    ]
+    truth = np.asarray(experiment_b.theory.truth)
+    vec = run_gan_folds(TINY, experiment_b, data_b, KFoldConfig(partitions=parts, replicas=2, n_bins=4), truth)
+    loop = run_gan_folds(
+        TINY, experiment_b, data_b, KFoldConfig(partitions=parts, replicas=2, n_bins=4, vectorize=False), truth
+    )
+    assert [f.index for f in loop] == [0, 1, 2]
+    for a, b in zip(vec, loop):
+        np.testing.assert_allclose(a.estimates, b.estimates, rtol=1e-9)
+    full = vec[2]
+    assert full.data.size == 0 and full.full_fit is None
+    for f in vec[:2]:
+        assert f.full_fit.shape == f.predictions.shape
+        # The full fit's predictions of these points are its own: compare with a fold that fits everything.
+        assert not np.allclose(f.full_fit, f.predictions)
+    np.testing.assert_allclose(vec[0].full_fit, loop[0].full_fit, rtol=1e-9)
+
+
+def test_reports_follow_training_and_can_stop_it(experiment_b, data_b) -> None:
+    """The report callback sees the held-out loss every few steps; returning True ends the training there."""
+    seen: list[tuple[int, int]] = []
+
+    def report(budget: int, points: list) -> bool:
+        seen.append((budget, len(points)))
+        return budget == 2
+
+    kfold = KFoldConfig(replicas=2, n_bins=4)
+    folds = run_gan_folds(TINY, experiment_b, data_b, kfold, report=report, report_every=4)
+    assert seen == [(1, 4), (2, 4)]  # 4 folds in one model, reports at steps 4 and 8; stopped at 8 of 12
+    assert all(f.steps == 8 for f in folds) and len(folds) == 4
+    seen.clear()
+    looped = KFoldConfig(replicas=2, n_bins=4, vectorize=False)
+    run_gan_folds(
+        TINY, experiment_b, data_b, looped, report=lambda b, p: seen.append((b, len(p))) or False, report_every=4
+    )
+    # 3 reports per model, budgets counted over the folds; the finished folds' points are carried along.
+    assert [b for b, _ in seen] == list(range(1, 13))
+    assert [n for _, n in seen] == [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]

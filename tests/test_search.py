@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from hpo.config import load_search_config
+from hpo.ensemble import select_members
 from hpo.search import build_parser, main, read_results, resolve
 from inverse.config import ClosureConfig
 from physics.config import load_yaml
@@ -184,3 +185,77 @@ def test_restart_after_a_kill_keeps_finished_trials(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(after.iloc[: len(before)][before.columns], before, check_dtype=False)
     params = [c for c in after.columns if c.startswith("p:")]
     assert not after.duplicated(subset=params).any()
+
+
+STOPPED_SEARCH = {
+    "overrides": {
+        "gan.training.steps": 40,
+        "gan.training.events_per_param": 256,
+        "gan.training.checkpoint_every": 1000,
+    },
+    "kfold": {"replicas": 4},
+    "space": {
+        "gan.optimizer_g.lr": {"low": 0.001, "high": 1.0, "log": True},
+        "gan.optimizer_d.lr": {"low": 0.001, "high": 0.1, "log": True},
+    },
+    "search": {"max_evals": 8, "n_initial_points": 4, "torch_threads": 1},
+    "stopper": {"kind": "successive_halving", "every": 10, "min_fully_completed": 1},
+}
+
+
+@pytest.mark.parametrize("kind", ["successive_halving", "median"])
+def test_stoppers_stop_bad_trials_and_record_them(tmp_path: Path, kind: str) -> None:
+    """A real search with a DeepHyper stopper: trials report every 10 of 40 steps; those behind the rung's best
+    third (successive halving) or its median are stopped, recorded as stopped (a numeric objective at a smaller
+    budget, not F_*), and never chosen as the best trial."""
+    out = tmp_path / "run"
+    changes = {**STOPPED_SEARCH, "stopper": {**STOPPED_SEARCH["stopper"], "kind": kind}}
+    assert main(["--config", str(write(tmp_path, changes)), "--out", str(out), "--quiet"]) == 0
+    df = read_results(out)
+    assert len(df) == 8 and not df["failed"].any()
+    stopped = df[df["stopped"]]
+    assert len(stopped) >= 1
+    assert (pd.to_numeric(stopped["m:budget"]) < 4).all() and (
+        pd.to_numeric(df.loc[df["complete"], "m:budget"]) == 4
+    ).all()
+    assert pd.to_numeric(stopped["objective"]).notna().all()
+    # A trial is stopped at a rung only when it is worse than the best third of those that reached the rung.
+    summary = load_yaml(out / "summary.json")
+    assert summary["stopped"] == len(stopped) and summary["complete"] == 8 - len(stopped)
+    assert summary["best"]["job_id"] in set(df.loc[df["complete"], "job_id"])
+    assert len(list((out / "stopper").glob("*.json"))) == 8  # every trial reached rung 0 and left its record
+    assert 0 < summary["worker_utilisation"] <= 1 and (out / "utilisation.png").is_file()
+    # The stopped trials' loss at their budget is worse than the best complete one's (what halving promises).
+    assert stopped["loss"].min() > df.loc[df["complete"], "loss"].min()
+    # An ensemble draws its members from the complete trials only.
+    complete = df[df["complete"]].sort_values("loss")
+    _, _, members = select_members(out, len(complete))
+    assert [m["job_id"] for m in members] == complete["job_id"].tolist()
+    with pytest.raises(ValueError, match=rf"--top 8: .* has only {len(complete)} complete trials .* stopped early"):
+        select_members(out, 8)
+
+
+def test_future_test_needs_an_empty_last_partition(tmp_path: Path) -> None:
+    loss = {"loss_type": "future_test"}
+    parts = {"partitions": [{"datasets": ["sigma1_low"]}, {"datasets": ["sigma2_low"]}], "replicas": 2}
+    with pytest.raises(ValueError, match=r"kfold\.partitions: loss_type future_test needs"):
+        load_search_config(write(tmp_path, {"loss": loss, "kfold": parts}))
+    parts["partitions"][-1] = {"datasets": []}
+    config, _ = load_search_config(write(tmp_path, {"loss": loss, "kfold": parts}))
+    assert config.loss.loss_type == "future_test"
+
+
+def test_a_future_test_search_scores_the_past_fits_against_the_full_fit(tmp_path: Path) -> None:
+    loss = {"loss_type": "future_test"}
+    kfold = {"partitions": [{"datasets": ["sigma2_high"]}, {"datasets": ["sigma1_low"]}, {"datasets": []}]}
+    out = tmp_path / "run"
+    path = write(
+        tmp_path, {"loss": loss, "kfold": {**TINY["kfold"], **kfold}, "search": {**TINY["search"], "max_evals": 2}}
+    )
+    assert main(["--config", str(path), "--out", str(out), "--quiet"]) == 0
+    df = read_results(out)
+    assert df["complete"].all()
+    for _, row in df.iterrows():
+        folds = yaml.safe_load(row["m:fold_losses"])
+        assert len(folds) == 2 and all(v >= 0 for v in folds)  # the empty (full-data) fold has no loss of its own
+        assert row["loss"] == pytest.approx(sum(folds) / 2, rel=1e-5)
