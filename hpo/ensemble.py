@@ -191,7 +191,7 @@ def variance_split(estimates: np.ndarray) -> dict[str, np.ndarray]:
         ``mean`` [D]; ``aleatoric``, ``epistemic``, ``total`` variances [D] (DeepHyper's MixedNormalAggregator);
         ``member_mean`` [K, D], ``member_var`` [K, D]; ``aleatoric_cov``, ``epistemic_cov``, ``total_cov`` [D, D]
         (for 2-d values per replica: [K, R, D]); ``epistemic_floor`` [D], the epistemic part K identical
-        configurations would show, (K - 1)/K x aleatoric / R.
+        configurations with independent replicas would show, (K - 1)/K x aleatoric / R.
     """
     from deephyper.ensemble.aggregator import MixedNormalAggregator
 
@@ -270,7 +270,7 @@ def _check_out(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
 
 
 def prepare(args: argparse.Namespace) -> tuple[SearchConfig, dict[str, Any], list[dict[str, Any]]]:
-    """Check the arguments and the search; write ensemble.yaml and each member's runcard (manager only)."""
+    """Check the arguments and the search; returns its config, its base runcard and the members with their runcards."""
     config, base, members = select_members(args.search, args.top)
     if args.replicas is not None and args.replicas < 2:
         raise ValueError(f"--replicas: an ensemble member needs >= 2 replicas for its variance, got {args.replicas}")

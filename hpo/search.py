@@ -396,7 +396,7 @@ def finalize(
             "worker_utilisation": busy / (workers * wall),
             "median_trial_s": float(np.median(pd_num(session, "m:t_end") - pd_num(session, "m:t_start"))),
         }
-        plot_utilisation(session, out / "utilisation.png", workers, start)
+        plot_utilisation(session, out / "utilisation.png", workers, start, summary["worker_utilisation"])
     if len(finished):
         best = finished.loc[finished["loss"].idxmin()]
         params = {c[2:]: best[c] for c in df.columns if c.startswith("p:")}
@@ -461,8 +461,10 @@ def _plot(df: Any, path: Path, config: SearchConfig) -> None:
     plt.close(fig)
 
 
-def plot_utilisation(session: Any, path: Path, workers: int, start: float) -> Path:
+def plot_utilisation(session: Any, path: Path, workers: int, start: float, utilisation: float) -> Path:
     """Jobs submitted (and gathered) over time, and jobs running at once, of this session's trials.
+
+    ``utilisation`` (busy time / (workers x search wall time), as in summary.json) goes in the title.
 
     The manager's view comes from DeepHyper's timestamps (``m:timestamp_submit`` / ``m:timestamp_gather``, seconds
     since the evaluator was created, moments before the search started); the workers' view from the trials' own
@@ -487,11 +489,10 @@ def plot_utilisation(session: Any, path: Path, workers: int, start: float) -> Pa
     if len(submit) == len(gather) and len(submit):
         plot_worker_utilization(session, profile_type="submit/gather", ax=bottom, label="submitted, not gathered")
     worker_side = pd.DataFrame({"m:timestamp_start": t0, "m:timestamp_end": t1}).dropna()
-    plot_worker_utilization(worker_side, profile_type="start/end", ax=bottom, label="training (on workers)")
+    plot_worker_utilization(worker_side, profile_type="start/end", ax=bottom, ls="--", label="training (on workers)")
     bottom.axhline(workers, color="k", ls=":", lw=1, label="workers")
-    busy = float(np.nansum(t1 - t0))
     wall = float(max(np.nanmax(t1), gather.max() if len(gather) else 0.0))
-    bottom.set_title(f"worker utilisation {busy / (workers * wall):.2f} (busy / (workers x wall))", fontsize=9)
+    bottom.set_title(f"worker utilisation {utilisation:.2f} (busy / (workers x search wall))", fontsize=9)
     bottom.set_xlabel("seconds since the search started")
     bottom.set_ylabel("jobs running at once")
     bottom.set_xlim(0, wall * 1.02)
