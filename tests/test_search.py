@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -259,3 +260,22 @@ def test_a_future_test_search_scores_the_past_fits_against_the_full_fit(tmp_path
         folds = yaml.safe_load(row["m:fold_losses"])
         assert len(folds) == 2 and all(v >= 0 for v in folds)  # the empty (full-data) fold has no loss of its own
         assert row["loss"] == pytest.approx(sum(folds) / 2, rel=1e-5)
+
+
+def test_vaim_trials_report_after_each_fold_and_stop_there(tmp_path: Path) -> None:
+    from hpo.trial import evaluate
+
+    card = {
+        "solver": "vaim",
+        "base": str(ROOT / "configs" / "vaim_x2.yaml"),
+        "overrides": {"training.n_train": 600, "training.steps": 20, "training.checkpoint_every": 100000},
+        "kfold": {"folds": 3, "replicas": 1, "heldout_points": 32},
+        "space": {"model.width": {"values": [32, 64]}},
+        "stopper": {"kind": "median"},
+    }
+    config, runcard = load_search_config(write(tmp_path, card))
+    seen: list[tuple[int, float]] = []
+    result, folds = evaluate({}, config, runcard, None, lambda b, loss: seen.append((b, loss)) or b == 2)
+    assert [b for b, _ in seen] == [1, 2] and len(folds) == 2  # stopped after the second of 3 folds
+    assert all(math.isfinite(loss) and loss > 0 for _, loss in seen)
+    assert result.loss == pytest.approx(seen[-1][1])
