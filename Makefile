@@ -61,7 +61,7 @@ ensemble: $(STAMP)  ## ensemble of the TOP best trials of runs/hpo-$(HPO), split
 	$(PY) -m hpo.ensemble --search runs/hpo-$(HPO) --top $(TOP) --out runs/ensemble-$(HPO) \
 		--evaluator $(EVALUATOR) --workers $(WORKERS) $(ENSEMBLE_ARGS)
 
-test: $(STAMP)  ## fast tests (~2 min on 2 cores)
+test: $(STAMP)  ## fast tests (~3 min on 2 cores)
 	$(PY) -m pytest -m "$(NOT_SLOW)"
 
 test-slow: $(STAMP)  ## slow statistical checks, real MPI searches (mpiexec), the batch scripts on a local Slurm cluster
