@@ -318,18 +318,14 @@ class FoldedSampler(EventSampler):
         """Reconstructed events [B, S n] of ``dataset`` and their weights [B, S n] (sum: the folded nu_j)."""
         j = self.dataset_index(dataset)
         theta = self.folding.theory.check_theta(theta)
-        b = theta.shape[0]
-        if noise is None:
-            noise = torch.rand(b, n, self.noise_dim, generator=generator, dtype=theta.dtype, device=theta.device)
-        elif noise.shape != (b, n, self.noise_dim):
-            raise ValueError(f"noise must have shape {(b, n, self.noise_dim)}, got {tuple(noise.shape)}")
+        noise = self.base_noise(theta.shape[0], n, generator, noise, theta)
         spec = self.folding.datasets[j]
         log_lo, log_hi = math.log(spec.x_min), math.log(spec.x_max)
         det = self.folding.detector
         nu_true = self.folding.true_counts(theta)  # [B, J]
         xs, ws = [], []
         for i, k in enumerate(self._sources[j]):
-            part = noise[..., i * self.per_source : (i + 1) * self.per_source].to(theta.dtype)
+            part = noise[..., i * self.per_source : (i + 1) * self.per_source]
             inner_noise = part[..., 0] if self.inner.noise_dim == 1 else part[..., :-1]
             if self.inner.weighted:
                 # A score-function sampler (MCMC): its weights, self-normalised per source, carry

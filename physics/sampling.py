@@ -92,6 +92,28 @@ class EventSampler(nn.Module, ABC):
             Events, [B, n], with the device and dtype of theta, differentiable with respect to theta.
         """
 
+    def base_noise(
+        self, n_batch: int, n: int, generator: torch.Generator | None, noise: Tensor | None, like: Tensor
+    ) -> Tensor:
+        """The base uniforms of one draw: fresh from ``generator``, or ``noise`` checked and detached.
+
+        Args:
+            n_batch: parameter sets B.
+            n: events per parameter set.
+            generator: random generator for fresh uniforms.
+            noise: given uniforms, [B, n] when ``noise_dim`` is 1, else [B, n, noise_dim]; None: fresh ones.
+            like: a tensor whose dtype and device the uniforms take.
+
+        Raises:
+            ValueError: ``noise`` of another shape.
+        """
+        shape = (n_batch, n) if self.noise_dim == 1 else (n_batch, n, self.noise_dim)
+        if noise is None:
+            return torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
+        if tuple(noise.shape) != shape:
+            raise ValueError(f"noise must have shape {shape}, got {tuple(noise.shape)}")
+        return noise.detach().to(dtype=like.dtype, device=like.device)
+
     def log_prob(self, x: Tensor, theta: Tensor, dataset: int | str) -> Tensor:
         """Normalized log density of events x ([B, n] or [n]) under each parameter set; returns [B, n]."""
         raise NotImplementedError(f"{type(self).__name__} has no log_prob")
@@ -176,13 +198,7 @@ class InverseCDFSampler(EventSampler):
         """Draw n events of ``dataset`` per parameter set by exact inversion; ``noise`` are uniforms [B, n]."""
         j = self.dataset_index(dataset)
         theta = self.theory.check_theta(theta)
-        n_batch = theta.shape[0]
-        if noise is None:
-            u = torch.rand(n_batch, n, generator=generator, dtype=theta.dtype, device=theta.device)
-        else:
-            if noise.shape != (n_batch, n):
-                raise ValueError(f"noise must have shape {(n_batch, n)}, got {tuple(noise.shape)}")
-            u = noise.detach().to(dtype=theta.dtype, device=theta.device)
+        u = self.base_noise(theta.shape[0], n, generator, noise, theta)
         z = self._solve(self._terms(theta, j), u, self.rules[j])
         spec = self.datasets[j]
         return torch.sigmoid(z).clamp(spec.x_min, spec.x_max)

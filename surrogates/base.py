@@ -173,18 +173,22 @@ class Surrogate(EventSampler):
         return -torch.log(x) - torch.log(self.log_max[j] - self.log_min[j])
 
     # -- sampling ---------------------------------------------------------------------------------------------
-    def base_noise(self, n_batch: int, n: int, generator: torch.Generator | None, noise: Tensor | None) -> Tensor:
-        """Uniform base noise [B, n, noise_dim], fresh or from ``noise`` ([B, n] or [B, n, noise_dim])."""
-        shape = (n_batch, n, self.noise_dim)
-        if noise is None:
-            return torch.rand(shape, generator=generator, dtype=self.dtype, device=self.low.device)
-        if noise.dim() == 2 and self.noise_dim == 1:
-            noise = noise[..., None]
-        if tuple(noise.shape) != shape:
-            raise ValueError(
-                f"noise must have shape {shape[:2] if self.noise_dim == 1 else shape}, got {tuple(noise.shape)}"
-            )
-        return noise.detach().to(dtype=self.dtype, device=self.low.device)
+    def base_noise(
+        self,
+        n_batch: int,
+        n: int,
+        generator: torch.Generator | None,
+        noise: Tensor | None,
+        like: Tensor | None = None,
+    ) -> Tensor:
+        """Uniform base noise [B, n, noise_dim] in the weights' dtype, fresh or from ``noise``.
+
+        As :meth:`EventSampler.base_noise`; with ``noise_dim`` 1, ``noise`` may also be [B, n, 1].
+        """
+        if noise is not None and noise.dim() == 3 and noise.shape[-1] == 1 and self.noise_dim == 1:
+            noise = noise[..., 0]
+        u = super().base_noise(n_batch, n, generator, noise, self.low if like is None else like)
+        return u[..., None] if self.noise_dim == 1 else u
 
     def sample(
         self,
