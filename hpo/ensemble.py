@@ -269,16 +269,16 @@ def _check_out(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
             shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
 
 
-def prepare(args: argparse.Namespace) -> tuple[SearchConfig, dict[str, Any], list[dict[str, Any]]]:
-    """Check the arguments and the search; returns its config, its base runcard and the members with their runcards."""
-    config, base, members = select_members(args.search, args.top)
+def prepare(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Check the arguments and the search; returns the members, each with the runcard it refits with."""
+    _, base, members = select_members(args.search, args.top)
     if args.replicas is not None and args.replicas < 2:
         raise ValueError(f"--replicas: an ensemble member needs >= 2 replicas for its variance, got {args.replicas}")
     for m in members:
         m["runcard"] = member_runcard(base, m["parameters"], args.replicas)
     if members[0]["runcard"]["gan"]["training"]["replicas"] < 2:
         raise ValueError("gan.training.replicas of the search's base runcard is 1: give --replicas R >= 2")
-    return config, base, members
+    return members
 
 
 def _write_members(out: Path, args: argparse.Namespace, members: list[dict[str, Any]]) -> None:
@@ -330,7 +330,7 @@ def run_refits(
 
 
 def run_ensemble(
-    args: argparse.Namespace, members: list[dict[str, Any]], refits: list[dict[str, Any]], base: dict[str, Any]
+    args: argparse.Namespace, members: list[dict[str, Any]], refits: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """Combine the refitted members, compare with the reference posterior, write ensemble.json, report and plots."""
     import torch
@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.workers is not None and args.workers < 1:
             raise ValueError(f"--workers: must be >= 1, got {args.workers}")
-        _, base, members = prepare(args)
+        members = prepare(args)
         if args.evaluator == "mpi":
             if not launched_by_mpi():
                 return relaunch_under_mpi("hpo.ensemble", argv, args.workers or 2)
@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         refits = run_refits(members, args.out, args.search, args.evaluator, workers, not args.quiet)
         if refits is None:
             return 0
-        summary = run_ensemble(args, members, refits, base)
+        summary = run_ensemble(args, members, refits)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         if mpi_rank == 0:
