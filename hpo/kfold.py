@@ -203,6 +203,10 @@ def run_gan_folds(
         ref = cat([full_preds[j] for j in held]) if (full_preds is not None and k != full) else None
         return {"pred": cat([preds[j][rows] for j in held]), "obs": obs, "law": law, "full": ref}
 
+    def replica_rows(preds: list[np.ndarray], position: int) -> list[np.ndarray]:
+        """The rows of the fold at ``position`` in its model, per dataset."""
+        return [p[position * n_rep : (position + 1) * n_rep] for p in preds]
+
     if kfold.vectorize:
         groups = [list(range(n_folds))]
     else:  # the full-data fit first: the other folds' future-test loss needs it
@@ -222,8 +226,7 @@ def run_gan_folds(
                 with torch.no_grad():
                     preds = [p.numpy() for p in view.predictions(gan.estimates().detach().cpu().double())]
                 if full is not None and full in folds:
-                    at = folds.index(full)
-                    fp = [p[at * n_rep : (at + 1) * n_rep] for p in preds]
+                    fp = replica_rows(preds, folds.index(full))
                 now = []
                 for i, k in enumerate(folds):
                     h = held_points(k, preds, slice(i * n_rep, (i + 1) * n_rep), fp)
@@ -256,8 +259,7 @@ def run_gan_folds(
             vcurve = _validation_chi2(view, curve_theta, oob, scale, mask.numpy())
             preds = [p.numpy() for p in view.predictions(est)]
         if full is not None and full in folds:
-            at_full = folds.index(full)
-            full_preds = [p[at_full * n_rep : (at_full + 1) * n_rep] for p in preds]
+            full_preds = replica_rows(preds, folds.index(full))
         stop = bool(callbacks and callbacks[0].stopped)
         for i, k in enumerate(folds):
             rows = slice(i * n_rep, (i + 1) * n_rep)
