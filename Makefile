@@ -9,7 +9,7 @@ OUT ?= runs/closure
 ARGS ?= --resume
 NOT_SLOW := not slow and not mpi and not slurm and not gpu
 
-.PHONY: venv closure closure-detector closure-mcmc reference surrogate closure-surrogate vaim vaim-pdf hpo ensemble test test-slow lint format bench scaling peers clean
+.PHONY: venv closure closure-detector closure-mcmc reference surrogate closure-surrogate vaim vaim-pdf hpo ensemble test test-slow lint format docs docs-serve bench threads mainjob scaling peers clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ closure-mcmc: $(STAMP)  ## the whole forward workflow: MCMC event sampling behin
 	$(PY) -m inverse.closure --config configs/closure_mcmc.yaml --out runs/closure-mcmc $(ARGS)
 
 reference: $(STAMP)  ## the statistical reference alone: Cramér–Rao table, MLE, MCMC posterior
-	$(PY) -m physics.reference --config configs/reference.yaml --out runs/reference
+	$(PY) -m physics.reference --config configs/reference.yaml --out runs/reference $(ARGS)
 
 KIND ?= flow
 surrogate: $(STAMP)  ## train a surrogate event generator (KIND=flow|gan|vae) and judge it on held-out parameters
@@ -57,11 +57,12 @@ hpo: $(STAMP)  ## hyperparameter search (HPO=gan|quick|stopper|vaim, EVALUATOR=s
 		--workers $(WORKERS) $(HPO_ARGS)
 
 TOP ?= 5
+ENSEMBLE_ARGS ?= --resume
 ensemble: $(STAMP)  ## ensemble of the TOP best trials of runs/hpo-$(HPO), split into aleatoric + epistemic
 	$(PY) -m hpo.ensemble --search runs/hpo-$(HPO) --top $(TOP) --out runs/ensemble-$(HPO) \
 		--evaluator $(EVALUATOR) --workers $(WORKERS) $(ENSEMBLE_ARGS)
 
-test: $(STAMP)  ## fast tests (~3 min on 2 cores)
+test: $(STAMP)  ## fast tests (~4 min on 2 cores)
 	$(PY) -m pytest -m "$(NOT_SLOW)"
 
 test-slow: $(STAMP)  ## slow statistical checks, real MPI searches (mpiexec), the batch scripts on a local Slurm cluster
@@ -75,12 +76,24 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+docs: $(STAMP)  ## build the documentation site into site/ (mkdocs, strict: a broken link is an error)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+docs-serve: $(STAMP)  ## serve the documentation at http://127.0.0.1:8000 while editing it
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+
 bench: $(STAMP)  ## benchmarks print JSON (peers: make peers)
 	$(PY) benchmarks/sampler.py
 	$(PY) benchmarks/samplers.py
 	$(PY) benchmarks/replicas.py
 	$(PY) benchmarks/losses.py
 	$(PY) benchmarks/hpo.py
+
+threads: $(STAMP)  ## seconds per GAN step with 1, 2 and automatic threads, alone and next to a busy process
+	$(PY) benchmarks/threads.py
+
+mainjob: $(STAMP)  ## the main job's wall time, stage by stage (measure on an idle machine)
+	$(PY) benchmarks/mainjob.py
 
 scaling: $(STAMP)  ## weak scaling: MPI search over 1, 2, 4 workers; one GAN data-parallel over 1, 2 processes
 	$(PY) benchmarks/scaling.py
@@ -90,4 +103,4 @@ peers: $(STAMP)  ## the GAN, the MCMC posterior and sbi's NPE on the same data (
 	$(PY) benchmarks/peers.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) runs site .pytest_cache .ruff_cache *.egg-info

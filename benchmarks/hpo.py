@@ -67,7 +67,7 @@ def mpi_search(workers: int, evals: int, config: Path) -> dict:
 
 
 def _search(config: Path, out: Path, args: list[str]) -> tuple[dict, object]:
-    from hpo.search import read_results
+    from hpo.search.results import read_results
 
     cmd = [sys.executable, "-m", "hpo.search", "--config", str(config), "--out", str(out), "--quiet", *args]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -128,11 +128,12 @@ def stopper_comparison(config: Path, budget: int, workers: int, target: float | 
 
 
 def kfold_timing(replicas: int, steps: int, events: int) -> dict:
-    from hpo.kfold import KFoldConfig, run_gan_folds
-    from inverse.config import ClosureConfig
-    from physics.config import load_yaml, parse_config
+    from hpo.kfold import KFoldConfig
+    from hpo.kfold_gan import run_gan_folds
+    from inverse.gan.config import ClosureConfig
     from physics.datasets import Experiment
     from physics.pseudodata import generate_pseudodata
+    from qcdgip.config import load_yaml, parse_config
 
     card = parse_config(ClosureConfig, load_yaml(ROOT / "configs" / "closure_gan.yaml"), "closure_gan.yaml")
     training = card.gan.training.model_copy(update={"steps": steps, "events_per_param": events, "progress": False})

@@ -14,7 +14,7 @@ Laplace posterior sd at the MLE. Prints one JSON line per run and a final JSON o
   below 0.3 sd from t on (null: never); ``first_step_below_0.3sd``: the first step whose raw iterate is below;
 - ``final_max_distance``: the largest distance over replicas of the Polyak-averaged estimates;
 - ``cpu_s``: process CPU seconds of the training;
-- ``contract``: the gradient contract (``inverse.diagnostics``) of each loss at 1 and 3 sd from the MLE: cosine
+- ``contract``: the gradient contract (``inverse.gan.diagnostics``) of each loss at 1 and 3 sd from the MLE: cosine
   of the generator gradient with -grad log L, and the same for the shape part alone.
 
 Writes ``learning_curves.png`` (median distance per step of the running Polyak average, solid, and of the raw
@@ -36,16 +36,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from inverse.config import ClosureConfig, GANConfig
-from inverse.diagnostics import displaced_theta, gradient_contract
-from inverse.gan import InverseGAN
-from inverse.plots import running_polyak
-from inverse.training import fit_gan
-from physics.config import load_yaml, parse_config
+from inverse.gan.config import ClosureConfig, GANConfig
+from inverse.gan.diagnostics import displaced_theta, gradient_contract
+from inverse.gan.model import InverseGAN
+from inverse.gan.plots import running_polyak
+from inverse.gan.training import fit_gan
 from physics.datasets import Experiment
 from physics.likelihood import ExtendedLikelihood, fit_mle
 from physics.posterior import laplace_approximation
 from physics.pseudodata import generate_pseudodata
+from qcdgip.config import load_yaml, parse_config
 
 LOSSES = ["density_ratio", "bce", "minimax", "lsgan", "wgan_gp"]
 
@@ -54,7 +54,7 @@ def _gan_config(base: GANConfig, loss: str, optimizer: str, replicas: int, steps
     data = base.model_dump()
     data["loss"]["kind"] = loss
     if base.optimizer_g.name != optimizer:
-        data["optimizer_g"] = {"name": optimizer}  # with the settings measured for it (inverse.config)
+        data["optimizer_g"] = {"name": optimizer}  # with the settings measured for it (inverse.gan.config)
     data["generator"]["kind"] = "point"
     data["training"].update(replicas=replicas, steps=steps, bootstrap=False, progress=False)
     return GANConfig.model_validate(data)

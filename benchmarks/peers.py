@@ -6,7 +6,7 @@ Usage::
     python benchmarks/peers.py                   # case B seed 1; NPE with 1e4 and 1e5 simulations
     python benchmarks/peers.py --simulations 10000 --replicas 50
 
-Every method is judged against the MCMC posterior of the same data (DESIGN.md section 8): ``width_ratio`` = the
+Every method is judged against the MCMC posterior of the same data: ``width_ratio`` = the
 method's sd / posterior sd per parameter, ``mean_offset`` = (method mean - posterior mean) / posterior sd, and
 ``cpu_s`` the process CPU seconds it took (simulations included). The GAN sees the raw events; NPE (sbi's default
 masked autoregressive flow) sees the 40 binned counts (10 log-x bins per dataset), simulated as Poisson counts of
@@ -28,15 +28,15 @@ import warnings
 import numpy as np
 import torch
 
-from inverse.config import ClosureConfig
-from inverse.gan import InverseGAN
-from inverse.training import fit_gan
+from inverse.gan.config import ClosureConfig
+from inverse.gan.model import InverseGAN
+from inverse.gan.training import fit_gan
 from physics.binned import BinnedView
-from physics.config import load_yaml, parse_config
 from physics.datasets import Experiment
 from physics.likelihood import ExtendedLikelihood, fit_mle
 from physics.posterior import sample_posterior
 from physics.pseudodata import generate_pseudodata
+from qcdgip.config import load_yaml, parse_config
 
 
 def _judge(samples: np.ndarray, post: np.ndarray) -> dict[str, list[float]]:

@@ -22,12 +22,12 @@ import warnings
 import numpy as np
 import torch
 
-from inverse.config import ClosureConfig
-from inverse.gan import InverseGAN
-from inverse.training import fit_gan
-from physics.config import load_yaml, parse_config
+from inverse.gan.config import ClosureConfig
+from inverse.gan.model import InverseGAN
+from inverse.gan.training import fit_gan
 from physics.datasets import Experiment
 from physics.pseudodata import generate_pseudodata
+from qcdgip.config import load_yaml, parse_config
 
 
 def _config(base: ClosureConfig, replicas: int, steps: int, chunk: int, accelerator: str) -> ClosureConfig:

@@ -15,8 +15,6 @@ category), so a path that does not exist or a value the solver refuses is an err
 
 from __future__ import annotations
 
-import copy
-import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,9 +23,9 @@ from pydantic import BaseModel, Field, model_validator
 from hpo.kfold import KFoldConfig
 from hpo.losses import LOSS_TYPES, STATISTICS, HyperLoss
 from hpo.penalties import PENALTIES
-from inverse.config import ClosureConfig
-from inverse.vaim_config import VAIMConfig
-from physics.config import StrictModel, load_yaml, parse_config
+from inverse.gan.config import ClosureConfig
+from inverse.vaim.config import VAIMConfig
+from qcdgip.config import StrictModel, apply_overrides, load_yaml, parse_config
 
 __all__ = [
     "Dimension",
@@ -35,7 +33,6 @@ __all__ = [
     "SearchConfig",
     "SearchSettings",
     "StopperSettings",
-    "apply_overrides",
     "load_search_config",
 ]
 
@@ -49,12 +46,14 @@ class Dimension(StrictModel):
     given value (or one of the given values).
     """
 
-    low: float | int | None = None
-    high: float | int | None = None
-    log: bool = False
-    values: list[Scalar] | None = None
-    default: Scalar | None = None
-    when: dict[str, Scalar | list[Scalar]] | None = None
+    low: float | int | None = Field(None, description="range: lower end (integer ends give an integer range)")
+    high: float | int | None = Field(None, description="range: upper end")
+    log: bool = Field(False, description="range: sample log-uniformly (needs low > 0)")
+    values: list[Scalar] | None = Field(None, description="categorical: the values to choose from")
+    default: Scalar | None = Field(None, description="DeepHyper's default value of this hyperparameter")
+    when: dict[str, Scalar | list[Scalar]] | None = Field(
+        None, description="active only where these categorical entries take these values (one or a list)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Dimension:
@@ -96,15 +95,25 @@ class LossSettings(StrictModel):
             self.proportion,
         )
 
-    loss_type: str = "chi2"
-    replica_statistic: str = "average"
-    fold_statistic: str = "average"
+    loss_type: str = Field(
+        "chi2", description="chi2 | chi2_deviation | chi2_mean | chi2p | logp | phi2 | bias_variance | future_test"
+    )
+    replica_statistic: str = Field(
+        "average", description="how replicas are reduced: average | average_best | best_worst | std"
+    )
+    fold_statistic: str = Field(
+        "average", description="how folds are reduced: average | average_best | best_worst | std"
+    )
     threshold: float | None = Field(None, gt=0.0, description="a fold above it fails the trial")
     proportion: float = Field(0.9, gt=0.0, le=1.0, description="share of replicas average_best keeps")
-    penalties: list[str] = Field(default_factory=lambda: list(PENALTIES))
-    include_penalties: bool = False
-    patience_alpha: float = Field(1e-3, ge=0.0)
-    saturation_edge: float = Field(1e-3, gt=0.0, lt=0.5)
+    penalties: list[str] = Field(
+        default_factory=lambda: list(PENALTIES), description="penalties reported for every trial (patience, saturation)"
+    )
+    include_penalties: bool = Field(False, description="add the penalties to the trial loss")
+    patience_alpha: float = Field(1e-3, ge=0.0, description="alpha of the patience penalty vl exp(alpha |S - P - s*|)")
+    saturation_edge: float = Field(
+        1e-3, gt=0.0, lt=0.5, description="saturation: box-scaled distance from an edge counted as saturated"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> LossSettings:
@@ -139,8 +148,12 @@ class SearchSettings(StrictModel):
 
     max_evals: int = Field(20, ge=1, description="trials in total (a restart counts the finished ones)")
     timeout: int | None = Field(None, ge=1, description="wall seconds of the search (None: none)")
-    seed: int = Field(0, ge=0)
-    surrogate: Literal["ET", "RF", "GP", "GBRT", "DUMMY"] = "ET"
+    seed: int = Field(
+        0, ge=0, description="seed of the search's random points (a restart adds the finished trials to it)"
+    )
+    surrogate: Literal["ET", "RF", "GP", "GBRT", "DUMMY"] = Field(
+        "ET", description="CBO surrogate model: ET (extra trees), RF, GP, GBRT or DUMMY (random search)"
+    )
     acq_optimizer: Literal["sampling", "mixedga", "ga", "lbfgs", "boltzmann"] = Field(
         "sampling", description="sampling is ~10x cheaper than DeepHyper's default for short trials"
     )
@@ -153,7 +166,9 @@ class SearchSettings(StrictModel):
 class SearchConfig(StrictModel):
     """A search runcard: what is tuned, how a trial is scored, and the search's budget."""
 
-    solver: Literal["gan", "vaim"] = "gan"
+    solver: Literal["gan", "vaim"] = Field(
+        "gan", description="the solver tuned: gan (python -m inverse.closure) or vaim (python -m inverse.vaim)"
+    )
     base: str | None = Field(None, description="the solver's runcard (relative to this file); None: defaults")
     overrides: dict[str, Any] = Field(default_factory=dict, description="dotted paths set in the base runcard")
     kfold: KFoldConfig = Field(default_factory=KFoldConfig)
@@ -184,30 +199,6 @@ class SearchConfig(StrictModel):
                     "({datasets: []}: the full-data fit the others are compared with)"
                 )
         return self
-
-
-def set_path(data: dict[str, Any], path: str, value: Any) -> None:
-    """Set ``a.b.c`` in nested dicts, creating sections on the way."""
-    keys = path.split(".")
-    node = data
-    for key in keys[:-1]:
-        nxt = node.get(key)
-        if nxt is None:
-            nxt = node[key] = {}
-        if not isinstance(nxt, dict):
-            raise ValueError(f"{path}: {key!r} is a value, not a section")
-        node = nxt
-    node[keys[-1]] = value
-
-
-def apply_overrides(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``base`` with each dotted path set (values that are None or NaN are inactive: skipped)."""
-    out = copy.deepcopy(base)
-    for path, value in values.items():
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            continue
-        set_path(out, path, value.item() if hasattr(value, "item") else value)
-    return out
 
 
 def solver_model(solver: str) -> type[BaseModel]:

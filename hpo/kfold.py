@@ -3,9 +3,10 @@
 A partition is a set of datasets. Fold k trains every replica with the partition's datasets masked (their
 discriminator, adversarial and Poisson-rate terms multiplied by 0, shapes unchanged), then compares the
 replicas' predictions of those datasets with the data they never saw (NNPDF's k-fold hyperoptimisation,
-arXiv:2109.02653 section 3.3; DESIGN.md section 6). Because masks keep shapes fixed, all K folds x R replicas
-train together in one vectorized :class:`inverse.gan.InverseGAN` (``vectorize: true``); the looped form trains
-one fold after the other and may stop after a fold that exceeds the loss threshold.
+arXiv:2109.02653 section 3.3). Because masks keep shapes fixed, all K folds x R replicas train together in one
+vectorized :class:`inverse.gan.model.InverseGAN` (``vectorize: true``); the looped form trains one fold after the
+other and may stop after a fold that exceeds the loss threshold. The GAN's folds: :mod:`hpo.kfold_gan`; VAIM's:
+:mod:`hpo.kfold_vaim`.
 
 Per fold and replica r:
     * held-out ("experimental") points: binned counts of the fold's datasets (``n_bins`` log-x bins each),
@@ -23,26 +24,18 @@ independent seeds.
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
-import lightning as L
 import numpy as np
 import torch
 from pydantic import Field
 
 from hpo.losses import FoldPoints
-from inverse.config import GANConfig
-from inverse.gan import InverseGAN
-from inverse.training import fit_gan
 from physics.binned import BinnedView
-from physics.config import StrictModel
 from physics.datasets import Experiment
-from physics.pseudodata import EventData
+from qcdgip.config import StrictModel
 
-__all__ = ["FoldResult", "KFoldConfig", "Partition", "fold_masks", "run_gan_folds", "run_vaim_folds"]
+__all__ = ["FoldResult", "KFoldConfig", "Partition", "fold_masks", "partitions", "validation_chi2"]
 
 
 class Partition(StrictModel):
@@ -111,7 +104,8 @@ class FoldResult:
         return FoldPoints(self.predictions, self.data, self.covariance, self.truth, self.weight, self.full_fit)
 
 
-def _partitions(kfold: KFoldConfig, experiment: Experiment) -> list[Partition]:
+def partitions(kfold: KFoldConfig, experiment: Experiment) -> list[Partition]:
+    """The folds' partitions: the given ones (checked against the datasets), or one fold per dataset."""
     parts = kfold.partitions or [Partition(datasets=[n]) for n in experiment.names]
     for k, p in enumerate(parts):
         unknown = [n for n in p.datasets if n not in experiment.names]
@@ -126,7 +120,7 @@ def fold_masks(kfold: KFoldConfig, experiment: Experiment) -> torch.Tensor:
     Raises:
         ValueError: a partition names an unknown dataset, or leaves no dataset to fit.
     """
-    parts = _partitions(kfold, experiment)
+    parts = partitions(kfold, experiment)
     masks = torch.ones(len(parts), len(experiment.names), dtype=torch.float64)
     for k, p in enumerate(parts):
         if not p.overfit:
@@ -137,7 +131,7 @@ def fold_masks(kfold: KFoldConfig, experiment: Experiment) -> torch.Tensor:
     return masks
 
 
-def _validation_chi2(view: BinnedView, theta: torch.Tensor, oob: list[np.ndarray], scale: float, mask) -> np.ndarray:
+def validation_chi2(view: BinnedView, theta: torch.Tensor, oob: list[np.ndarray], scale: float, mask) -> np.ndarray:
     """chi2 per point of each replica's out-of-bag histograms on its fitted datasets; theta [R, S, D] -> [R, S]."""
     r, s, d = theta.shape
     preds = view.predictions(theta.reshape(r * s, d))
@@ -150,230 +144,3 @@ def _validation_chi2(view: BinnedView, theta: torch.Tensor, oob: list[np.ndarray
         chi2 += on * ((n - t) ** 2 / np.maximum(n, 1.0)).sum(-1)
         points += mask[:, j] * t.shape[-1]
     return chi2 / points[:, None]
-
-
-def run_gan_folds(
-    config: GANConfig,
-    experiment: Experiment,
-    data: EventData,
-    kfold: KFoldConfig,
-    truth: np.ndarray | None = None,
-    after_fold: Callable[[FoldResult], bool] | None = None,
-    report: Callable[[int, list[FoldPoints]], bool] | None = None,
-    report_every: int = 10,
-) -> list[FoldResult]:
-    """Train and score the K folds of the GAN inverse solver with R replicas each.
-
-    When the last partition is empty (NNPDF's future tests) its fold is the full-data fit: every other fold's
-    held-out points carry that fit's predictions (``FoldResult.full_fit``). Fold by fold, it is trained first.
-
-    Args:
-        config: the GAN settings of the trial (``training.replicas`` is ignored: ``kfold.replicas`` per fold).
-        experiment: datasets with luminosities.
-        data: the events.
-        kfold: partitions, R, binning, vectorization.
-        truth: true parameters (closure), for the bias/variance loss; None for real data.
-        after_fold: called with each finished fold (in order); returning True stops the remaining folds
-            (the threshold check: effective when ``kfold.vectorize`` is False).
-        report: called every ``report_every`` steps and at the end of each model's training with the budget
-            (reports so far, counted over the folds trained one after the other) and the held-out points of the
-            folds finished or training, at the replicas' current estimates; returning True ends the trial there
-            (the early stopping of ``hpo.stopping``).
-        report_every: training steps between reports.
-
-    Returns:
-        One :class:`FoldResult` per fold that ran, in fold order.
-    """
-    parts = _partitions(kfold, experiment)
-    masks = fold_masks(kfold, experiment)
-    n_folds, n_rep = len(parts), kfold.replicas
-    view = BinnedView(experiment, data, n_bins=kfold.n_bins)
-    low, high = (np.asarray(v, dtype=float) for v in (experiment.theory.low, experiment.theory.high))
-    truth_t = None if truth is None else torch.as_tensor(np.asarray(truth, dtype=float)[None])
-    truth_pred = None if truth_t is None else [p[0].numpy() for p in view.predictions(truth_t)]
-    full = n_folds - 1 if n_folds > 1 and not parts[-1].datasets else None
-
-    def held_points(k: int, preds: list[np.ndarray], rows: slice, full_preds: list[np.ndarray] | None) -> dict:
-        held = [experiment.names.index(n) for n in parts[k].datasets]
-        cat = (lambda arrays: np.concatenate(arrays, axis=-1)) if held else (lambda arrays: np.zeros((n_rep, 0)))
-        obs = np.concatenate([view.datasets[j].counts for j in held]) if held else np.zeros(0)
-        law = None
-        if truth_pred is not None:
-            law = np.concatenate([truth_pred[j] for j in held]) if held else np.zeros(0)
-        ref = cat([full_preds[j] for j in held]) if (full_preds is not None and k != full) else None
-        return {"pred": cat([preds[j][rows] for j in held]), "obs": obs, "law": law, "full": ref}
-
-    def replica_rows(preds: list[np.ndarray], position: int) -> list[np.ndarray]:
-        """The rows of the fold at ``position`` in its model, per dataset."""
-        return [p[position * n_rep : (position + 1) * n_rep] for p in preds]
-
-    if kfold.vectorize:
-        groups = [list(range(n_folds))]
-    else:  # the full-data fit first: the other folds' future-test loss needs it
-        order = ([full] if full is not None else []) + [k for k in range(n_folds) if k != full]
-        groups = [[k] for k in order]
-    per_model = math.ceil(config.training.steps / max(1, report_every))
-    results: list[FoldResult] = []
-    full_preds: list[np.ndarray] | None = None
-    for g, folds in enumerate(groups):
-        ids = [k * n_rep + r for k in folds for r in range(n_rep)]
-        mask = masks[folds].repeat_interleave(n_rep, dim=0)
-        model = InverseGAN(config, experiment, data, replicas=ids, dataset_mask=mask)
-        callbacks = []
-        if report is not None:
-
-            def points_now(gan: InverseGAN, folds: list[int] = folds, fp: list | None = full_preds) -> list[FoldPoints]:
-                with torch.no_grad():
-                    preds = [p.numpy() for p in view.predictions(gan.estimates().detach().cpu().double())]
-                if full is not None and full in folds:
-                    fp = replica_rows(preds, folds.index(full))
-                now = []
-                for i, k in enumerate(folds):
-                    h = held_points(k, preds, slice(i * n_rep, (i + 1) * n_rep), fp)
-                    if h["obs"].size:
-                        cov = np.maximum(h["obs"], 1.0)
-                        now.append(FoldPoints(h["pred"], h["obs"], cov, h["law"], parts[k].weight, h["full"]))
-                done = [r.points() for r in results if r.data.size]
-                return done + now
-
-            callbacks.append(_Reporter(report, report_every, g * per_model, points_now))
-        t0 = time.perf_counter()
-        module = fit_gan(model, None, progress=False, callbacks=callbacks)
-        seconds = (time.perf_counter() - t0) / len(folds)
-        model = module.model.cpu().double()
-        est = model.estimates()
-        steps = int(model.step_count)
-        every = max(1, config.training.log_every)
-        at = np.unique(np.r_[np.arange(every - 1, steps, every), steps - 1])
-        curve_theta = torch.cat([model.theta_history[at].transpose(0, 1), est[:, None]], dim=1)
-        if config.training.bootstrap:
-            oob = [
-                np.stack([np.histogram(x[w.numpy() == 0], bins=b.edges)[0] for w in model.weights(j)]).astype(float)
-                for j, (x, b) in enumerate(zip(data.events, view.datasets))
-            ]
-            scale = math.exp(-1.0)
-        else:
-            oob = [np.tile(b.counts, (len(ids), 1)) for b in view.datasets]
-            scale = 1.0
-        with torch.no_grad():
-            vcurve = _validation_chi2(view, curve_theta, oob, scale, mask.numpy())
-            preds = [p.numpy() for p in view.predictions(est)]
-        if full is not None and full in folds:
-            full_preds = replica_rows(preds, folds.index(full))
-        stop = bool(callbacks and callbacks[0].stopped)
-        for i, k in enumerate(folds):
-            rows = slice(i * n_rep, (i + 1) * n_rep)
-            h = held_points(k, preds, rows, full_preds)
-            result = FoldResult(
-                index=k,
-                datasets=list(parts[k].datasets),
-                weight=parts[k].weight,
-                overfit=parts[k].overfit,
-                estimates=est[rows].numpy(),
-                predictions=h["pred"],
-                data=h["obs"],
-                covariance=np.maximum(h["obs"], 1.0),
-                truth=h["law"],
-                validation=vcurve[rows, -1],
-                validation_curve=vcurve[rows, :-1],
-                curve_steps=at + 1,
-                steps=steps,
-                box=(low, high),
-                seconds=seconds,
-                full_fit=h["full"],
-            )
-            results.append(result)
-            if after_fold is not None and after_fold(result):
-                stop = True
-        if stop:
-            break
-    return sorted(results, key=lambda r: r.index)
-
-
-class _Reporter(L.Callback):
-    """Reports the held-out points every ``every`` steps; stops the training when ``report`` says so."""
-
-    def __init__(self, report: Callable, every: int, offset: int, points: Callable) -> None:
-        self.report, self.every, self.offset, self.points = report, max(1, every), offset, points
-        self.stopped = False
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
-        steps, total = pl_module.steps_done, pl_module.steps_total
-        if steps % self.every and steps < total:
-            return
-        if self.report(self.offset + math.ceil(steps / self.every), self.points(pl_module.model)):
-            self.stopped = trainer.should_stop = True
-
-
-def run_vaim_folds(
-    config: object,
-    kfold: KFoldConfig,
-    after_fold: Callable[[FoldResult], bool] | None = None,
-    report: Callable[[int, list[FoldPoints]], bool] | None = None,
-) -> list[FoldResult]:
-    """Train and score K folds of VAIM over its simulated pairs, R seeds per fold (see the module docstring).
-
-    Args:
-        config: an :class:`inverse.vaim_config.VAIMConfig`.
-        kfold: folds, R, held-out points.
-        after_fold: as in :func:`run_gan_folds` (every VAIM fold trains alone, so a threshold stops early).
-        report: called after each fold with the folds done and their held-out points; True ends the trial.
-
-    Returns:
-        One :class:`FoldResult` per fold that ran.
-    """
-    from inverse.vaim import VAIM, transform_observables
-    from inverse.vaim_run import checked_simulator, noise_scale, prior_box, simulate_pairs
-    from inverse.vaim_training import fit_vaim
-
-    simulator, m = checked_simulator(config)
-    t = config.training
-    theta, y = simulate_pairs(config, simulator, t.n_train, t.seed + 1)
-    low, high = (v.numpy() for v in prior_box(config))
-    folds = np.array_split(np.random.default_rng(t.seed).permutation(len(theta)), kfold.folds)
-    results = []
-    for k, held in enumerate(folds):
-        train = np.setdiff1d(np.arange(len(theta)), held)
-        points = held[: kfold.heldout_points]
-        y_held = y[points]
-        preds, ests, vals = [], [], []
-        t0 = time.perf_counter()
-        moments = transform_observables(y[train], config.model.log_observables)
-        for r in range(kfold.replicas):
-            cfg = config.model_copy(update={"training": t.model_copy(update={"seed": t.seed + 1000 * k + r})})
-            torch.manual_seed(cfg.training.seed)
-            model = VAIM(cfg, m, moments.mean(0), moments.std(0))
-            xs, ys = model.scale_x(theta[train]).float(), model.scale_y(y[train]).float()
-            module = fit_vaim(model, xs, ys, None, progress=False)
-            model = module.model.cpu().eval()
-            with torch.no_grad():
-                draw = model.draw(y_held, 1, torch.Generator().manual_seed(cfg.training.seed))[:, 0].double()
-            f = simulator(draw).to(torch.float64)
-            preds.append(f.flatten().numpy())
-            ests.append(draw.mean(0).numpy())
-            vals.append(float(module.loss_history[module.steps_done - 1, 0]))
-        sigma = noise_scale(y_held, config.problem.noise)
-        results.append(
-            FoldResult(
-                index=k,
-                datasets=[],
-                weight=1.0,
-                overfit=False,
-                estimates=np.stack(ests),
-                predictions=np.stack(preds),
-                data=y_held.flatten().numpy(),
-                covariance=(sigma**2).flatten().numpy(),
-                truth=simulator(theta[points]).to(torch.float64).flatten().numpy(),
-                validation=np.asarray(vals),
-                validation_curve=np.asarray(vals)[:, None],
-                curve_steps=np.array([t.steps]),
-                steps=t.steps,
-                box=(low, high),
-                seconds=time.perf_counter() - t0,
-            )
-        )
-        if after_fold is not None and after_fold(results[-1]):
-            break
-        if report is not None and report(k + 1, [r.points() for r in results]):
-            break
-    return results

@@ -1,15 +1,23 @@
-"""Inverse solvers: the multi-discriminator GAN with vectorized replicas, and VAIM for several solutions.
+"""Inverse solvers: the multi-discriminator GAN (``gan/``) and VAIM for problems with several solutions (``vaim/``).
 
-Layers inside (imports point down): ``config`` -> ``stacked`` -> ``models`` / ``losses`` -> ``gan`` ->
-``natural`` / ``training`` (Lightning); ``diagnostics`` (the gradient contract), ``coverage``, the closure command
-``inverse.closure`` and ``plots`` sit on top and are not imported here. VAIM: ``vaim_config`` -> ``problems`` /
-``vaim`` -> ``vaim_training`` -> ``vaim_run`` (the command ``python -m inverse.vaim``) / ``vaim_plots``, imported
-from their modules (importing ``inverse.vaim`` here would make ``python -m inverse.vaim`` run a second copy).
-Importing this package has no side effects.
+Shared by both: :mod:`inverse.stacked` (R replica networks held as one set of stacked weights) and
+:mod:`inverse.problems` (forward simulators named by ``"package.module:function"`` and the built-in problems).
+The commands: ``python -m inverse.closure`` (the GAN closure test, :mod:`inverse.gan.cli`) and
+``python -m inverse.vaim`` (:mod:`inverse.vaim.cli`).
 """
 
-from inverse.config import ClosureConfig, GANConfig
-from inverse.gan import InverseGAN
-from inverse.training import GANModule, NonFiniteLossError, fit_gan
+from inverse.gan import ClosureConfig, GANConfig, GANModule, InverseGAN, fit_gan, run_closure
+from inverse.vaim import VAIM, VAIMConfig, fit_vaim, run_vaim
 
-__all__ = ["ClosureConfig", "GANConfig", "GANModule", "InverseGAN", "NonFiniteLossError", "fit_gan"]
+__all__ = [
+    "VAIM",
+    "ClosureConfig",
+    "GANConfig",
+    "GANModule",
+    "InverseGAN",
+    "VAIMConfig",
+    "fit_gan",
+    "fit_vaim",
+    "run_closure",
+    "run_vaim",
+]

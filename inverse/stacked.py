@@ -3,8 +3,10 @@
 One batched matrix product per layer evaluates every replica's network on its own inputs, and a loss summed
 over replicas gives each replica exactly the gradient it would get alone; optimizers that act elementwise
 (Adam, SGD, RMSprop) then update each replica as if it were trained by itself. Each replica's initial weights
-come from its own seed, so replica r is the same whatever R is (NNPDF's one-model-many-replicas, DESIGN.md
-section 6).
+come from its own seed, so replica r is the same whatever R is (NNPDF's one-model-many-replicas,
+arXiv:2109.02653).
+
+Both inverse solvers build on these pieces (the GAN's generator and discriminators, VAIM's activations).
 """
 
 from __future__ import annotations
@@ -17,23 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from qcdgip.nn import activation
+
 __all__ = ["StackedLinear", "StackedMLP", "activation", "replica_generator", "replica_seed"]
-
-_ACTIVATIONS = {
-    "relu": nn.ReLU,
-    "leaky_relu": lambda: nn.LeakyReLU(0.2),
-    "elu": nn.ELU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "tanh": nn.Tanh,
-}
-
-
-def activation(name: str) -> nn.Module:
-    """The activation module called ``name`` (one of ``inverse.config.ACTIVATIONS``)."""
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; known: {sorted(_ACTIVATIONS)}")
-    return _ACTIVATIONS[name]()
 
 
 def replica_seed(seed: int, replica: int, stream: str) -> int:

@@ -1,20 +1,20 @@
-"""Validated configuration of the toy forward model, and YAML loading with errors that name the field.
+"""Validated configuration of the toy forward model: PDFs, parameters, observables, datasets, cases, detector.
 
-The defaults are the collaboration's toy problem (DESIGN.md section 3): two PDFs u, d of the form
-``N x^a (1-x)^b``, the observables sigma1 = 4u + d and sigma2 = 4d + u on x in [0.1, 1], four datasets (each
-observable split at x = 0.3) and the event-count cases A, B, C of the talk. Every field can be overridden from
-a YAML runcard; a bad value raises :class:`ValueError` naming the file and the field.
+The defaults are the collaboration's toy problem: two PDFs u, d of the form ``N x^a (1-x)^b``, the observables
+sigma1 = 4u + d and sigma2 = 4d + u on x in [0.1, 1], four datasets (each observable split at x = 0.3) and the
+event-count cases A, B, C. Every field can be overridden from a YAML runcard; a bad value raises
+:class:`ValueError` naming the file and the field (:func:`qcdgip.config.parse_config`).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from qcdgip.config import StrictModel
 
 __all__ = [
     "DEFAULT_CASES",
@@ -29,11 +29,7 @@ __all__ = [
     "PosteriorConfig",
     "QuadratureConfig",
     "ReferenceConfig",
-    "StrictModel",
     "lift_detector",
-    "load_config",
-    "load_yaml",
-    "parse_config",
 ]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -45,19 +41,13 @@ DEFAULT_CASES: dict[str, dict[str, float]] = {
 }
 
 
-class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are errors (a typo must not be silently ignored)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class ParameterSpec(StrictModel):
     """One PDF parameter: its name, true value (for closure tests) and uniform prior box [low, high]."""
 
-    name: str
-    truth: float
-    low: float
-    high: float
+    name: str = Field(description="parameter name")
+    truth: float = Field(description="true value (closure tests); must lie in [low, high]")
+    low: float = Field(description="lower edge of the uniform prior box")
+    high: float = Field(description="upper edge of the uniform prior box")
 
     @model_validator(mode="after")
     def _check_box(self) -> ParameterSpec:
@@ -75,8 +65,8 @@ class ParameterSpec(StrictModel):
 class ObservableSpec(StrictModel):
     """An observable as a non-negative linear combination of PDFs, e.g. sigma1 = 4 u + 1 d."""
 
-    name: str
-    coefficients: dict[str, float]
+    name: str = Field(description="observable name")
+    coefficients: dict[str, float] = Field(description="flavour -> non-negative coefficient")
 
     @field_validator("coefficients")
     @classmethod
@@ -91,10 +81,10 @@ class ObservableSpec(StrictModel):
 class DatasetSpec(StrictModel):
     """A dataset: the events of one observable in the sub-range [x_min, x_max]."""
 
-    name: str
-    observable: str
-    x_min: float
-    x_max: float
+    name: str = Field(description="dataset name (a plain identifier: it becomes a file name)")
+    observable: str = Field(description="the observable whose events the dataset holds")
+    x_min: float = Field(description="lower end of the x range, > 0")
+    x_max: float = Field(description="upper end of the x range, <= 1")
 
     @field_validator("name")
     @classmethod
@@ -120,7 +110,7 @@ class QuadratureConfig(StrictModel):
     order: int = Field(8, ge=2, le=64, description="Gauss-Legendre nodes per panel")
     step: float = Field(0.15, gt=0.0, le=2.0, description="panel width in logit(x) in the bulk")
     tail_step: float = Field(0.5, gt=0.0, le=4.0, description="panel width in logit(x) for 1 - x < tail_start")
-    tail_start: float = Field(1e-3, gt=0.0, lt=0.5)
+    tail_start: float = Field(1e-3, gt=0.0, lt=0.5, description="1 - x below which the tail panel width applies")
     y_floor: float = Field(1e-20, gt=0.0, lt=1e-6, description="1 - x below which the integrand is dropped")
     sampler_step: float = Field(
         0.05, gt=0.0, le=2.0, description="panel width in logit(x) of the sampler's cumulative table"
@@ -135,7 +125,7 @@ class AcceptanceConfig(StrictModel):
     ``table``: eps interpolated linearly in log x between the points (``x``, ``eps``), constant beyond the ends.
     """
 
-    kind: Literal["none", "logistic", "table"] = "logistic"
+    kind: Literal["none", "logistic", "table"] = Field("logistic", description="none | logistic | table")
     x0: float = Field(0.13, gt=0.0, lt=1.0, description="logistic: x where eps is half the plateau")
     width: float = Field(0.015, description="logistic: turn-on width in x (> 0)")
     plateau: float = Field(0.9, description="logistic: efficiency well above the turn-on, in [0, 1]")
@@ -193,7 +183,9 @@ class MCMCConfig(StrictModel):
     iterations adapt the step size to ``target_acceptance`` and are dropped, then every ``thin``-th state is kept.
     """
 
-    samples_per_chain: int = Field(8, ge=1, le=100_000)
+    samples_per_chain: int = Field(
+        8, ge=1, le=100_000, description="kept states per chain (chains per parameter set: ceil(n / this))"
+    )
     warmup: int = Field(100, description="adapting iterations dropped before the first kept state (>= 1)")
     thin: int = Field(4, description="iterations between kept states (>= 1)")
     target_acceptance: float = Field(0.44, gt=0.05, lt=0.95, description="of the adapted random walk (1-D optimum)")
@@ -237,12 +229,18 @@ class PhysicsConfig(StrictModel):
     datasets; the luminosity of the observable is fixed by it at the true parameters.
     """
 
-    flavors: list[str] = Field(default_factory=lambda: ["u", "d"])
+    flavors: list[str] = Field(
+        default_factory=lambda: ["u", "d"],
+        description="PDF flavours, each f(x) = N x^a (1-x)^b with parameters (N, a, b) in this order",
+    )
     parameters: list[ParameterSpec] = Field(default_factory=_default_parameters)
     observables: list[ObservableSpec] = Field(default_factory=_default_observables)
     datasets: list[DatasetSpec] = Field(default_factory=_default_datasets)
-    cases: dict[str, dict[str, float]] = Field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_CASES.items()})
-    case: str = "B"
+    cases: dict[str, dict[str, float]] = Field(
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_CASES.items()},
+        description="case name -> expected events of each observable, summed over its datasets",
+    )
+    case: str = Field("B", description="the event-count case in use")
     quadrature: QuadratureConfig = Field(default_factory=QuadratureConfig)
     detector: DetectorConfig | None = Field(None, description="the experimental module; null: perfect detector")
 
@@ -323,7 +321,7 @@ class PhysicsConfig(StrictModel):
 class DataConfig(StrictModel):
     """Pseudo-data settings for closure tests."""
 
-    seed: int = Field(1, ge=0)
+    seed: int = Field(1, ge=0, description="seed of the pseudo-data (counts and events)")
     n_bins: int = Field(10, ge=1, le=1000, description="log-x bins per dataset in the binned view")
 
 
@@ -337,12 +335,14 @@ class PosteriorConfig(StrictModel):
     coordinates: Literal["norm", "theta"] = Field(
         "norm", description="sample (log integral, a, b) per flavour, or theta itself"
     )
-    n_chains: int = Field(16, ge=2, le=512)
-    n_warmup: int = Field(1500, ge=0)
-    n_samples: int = Field(4000, ge=10)
-    warmup_windows: int = Field(5, ge=1, le=50)
-    thin: int = Field(1, ge=1)
-    seed: int = Field(0, ge=0)
+    n_chains: int = Field(16, ge=2, le=512, description="MCMC chains")
+    n_warmup: int = Field(1500, ge=0, description="warm-up transitions per chain (dropped)")
+    n_samples: int = Field(4000, ge=10, description="kept draws per chain")
+    warmup_windows: int = Field(
+        5, ge=1, le=50, description="warm-up windows, after each the scale and whitening are re-estimated"
+    )
+    thin: int = Field(1, ge=1, description="transitions per kept draw")
+    seed: int = Field(0, ge=0, description="seed of the chains (and of the MLE's random starts)")
 
 
 def lift_detector(data: Any) -> Any:
@@ -371,73 +371,3 @@ class ReferenceConfig(StrictModel):
     posterior: PosteriorConfig = Field(default_factory=PosteriorConfig)
 
     _lift_detector = model_validator(mode="before")(classmethod(lambda cls, data: lift_detector(data)))
-
-
-_M = TypeVar("_M", bound=BaseModel)
-
-
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML runcard into a mapping, with errors that name the file.
-
-    Args:
-        path: the YAML file.
-
-    Returns:
-        The mapping at the top of the file (empty if the file is empty).
-
-    Raises:
-        ValueError: the file is missing, unreadable, not YAML, or not a mapping.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: not valid YAML: {err}") from err
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
-    return data
-
-
-def parse_config(model: type[_M], data: dict[str, Any], source: str = "<config>") -> _M:
-    """Validate ``data`` as ``model``, turning pydantic's error into a ValueError naming source and field.
-
-    Args:
-        model: the pydantic model class.
-        data: the raw mapping.
-        source: where the mapping came from (file name), used in the message.
-
-    Returns:
-        The validated model.
-
-    Raises:
-        ValueError: one line per invalid field, ``source: section.field: reason``.
-    """
-    try:
-        return model.model_validate(data)
-    except ValidationError as err:
-        lines = []
-        for e in err.errors():
-            loc = ".".join(str(part) for part in e["loc"]) or "<top>"
-            lines.append(f"{source}: {loc}: {e['msg']}")
-        raise ValueError("invalid configuration\n" + "\n".join(lines)) from None
-
-
-def load_config(path: str | Path, model: type[_M] = ReferenceConfig, section: str | None = None) -> _M:  # type: ignore[assignment]
-    """Load and validate a YAML runcard.
-
-    Args:
-        path: the YAML file.
-        model: the config model to validate against.
-        section: if given, validate only this top-level section (e.g. ``"physics"``); missing means defaults.
-
-    Returns:
-        The validated config.
-    """
-    data = load_yaml(path)
-    if section is not None:
-        data = data.get(section) or {}
-    return parse_config(model, data, str(path))

@@ -3,7 +3,7 @@
 A dataset is one observable over an x sub-range. Its events form a Poisson process with intensity
 lambda_j(x; theta) = L_o sigma_o(x; theta), so the expected count is nu_j(theta) = L_o int_{range j} sigma_o.
 The luminosity L_o of observable o is fixed once, at the true parameters, by the case's expected number of
-events of o summed over its datasets (DESIGN.md section 3): L_o = N_o / sum_{j in o} int_j sigma_o(truth).
+events of o summed over its datasets: L_o = N_o / sum_{j in o} int_j sigma_o(truth).
 Fixing L (not the counts) is what makes the event counts carry the normalisations Nu and Nd.
 """
 

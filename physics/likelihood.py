@@ -21,7 +21,9 @@ References:
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +40,7 @@ __all__ = [
     "MLEResult",
     "cramer_rao",
     "fisher_information",
-    "fit_bootstrap_mles",
+    "fit_bootstrap_mles_sequential",
     "fit_mle",
     "observed_information",
 ]
@@ -134,6 +136,10 @@ class ExtendedLikelihood:
         return self.per_dataset(theta).sum(-1)
 
 
+_FORWARD_AD = threading.Lock()
+"""torch's forward-mode AD levels are global, not per thread: trials of a thread evaluator take turns."""
+
+
 def fisher_information(experiment: Experiment, theta: Tensor, dataset_weights: Tensor | None = None) -> Tensor:
     """Expected Fisher information of the extended likelihood, [B, D, D].
 
@@ -157,7 +163,8 @@ def fisher_information(experiment: Experiment, theta: Tensor, dataset_weights: T
         def log_lam(th: Tensor, j: int = j, rt=rt) -> Tensor:
             return experiment.log_intensity(th.unsqueeze(0), rt.log_x, rt.log_1mx, j)[0]
 
-        jac = torch.func.vmap(torch.func.jacfwd(log_lam))(theta)  # [B, M, D]
+        with _FORWARD_AD:
+            jac = torch.func.vmap(torch.func.jacfwd(log_lam))(theta)  # [B, M, D]
         lam = torch.exp(experiment.log_intensity(theta, rt.log_x, rt.log_1mx, j))  # [B, M]
         if dataset_weights is not None:
             lam = lam * dataset_weights[:, j : j + 1]
@@ -206,6 +213,32 @@ class MLEResult:
     n_evaluations: int
 
 
+def _lbfgsb_starts(
+    likelihood: ExtendedLikelihood, unit_starts: list[np.ndarray], low: np.ndarray, width: np.ndarray, tol: float
+) -> tuple[list[Any], int]:
+    """L-BFGS-B of -log L / N in the unit cube from every start; returns (scipy results, evaluations)."""
+    scale = float(max(sum(likelihood.counts), 1))
+    n_eval = 0
+
+    def objective(s: np.ndarray) -> tuple[float, np.ndarray]:
+        nonlocal n_eval
+        n_eval += 1
+        th = torch.tensor(low + width * s, dtype=likelihood.dtype, device=likelihood.device, requires_grad=True)
+        value = -likelihood(th.unsqueeze(0))[0] / scale
+        if not torch.isfinite(value):
+            return 1e30, np.zeros_like(s)
+        (grad,) = torch.autograd.grad(value, th)
+        return float(value.detach()), (grad.cpu().numpy() * width).astype(np.float64)
+
+    options = {"ftol": tol, "gtol": 1e-10, "maxiter": 2000}
+    bounds = [(0.0, 1.0)] * len(low)
+    results = [
+        minimize(objective, np.clip(s0, 0.0, 1.0), jac=True, method="L-BFGS-B", bounds=bounds, options=options)
+        for s0 in unit_starts
+    ]
+    return results, n_eval
+
+
 def fit_mle(
     likelihood: ExtendedLikelihood,
     n_starts: int = 6,
@@ -236,31 +269,8 @@ def fit_mle(
     unit_starts += list(rng.uniform(0.05, 0.95, size=(max(n_starts - 1, 0), len(low))))
     if starts is not None:
         unit_starts += list((np.atleast_2d(starts) - low) / width)
+    results, n_eval = _lbfgsb_starts(likelihood, unit_starts, low, width, tol)
     scale = float(max(sum(likelihood.counts), 1))
-    n_eval = 0
-
-    def objective(s: np.ndarray) -> tuple[float, np.ndarray]:
-        nonlocal n_eval
-        n_eval += 1
-        th = torch.tensor(low + width * s, dtype=likelihood.dtype, device=likelihood.device, requires_grad=True)
-        value = -likelihood(th.unsqueeze(0))[0] / scale
-        if not torch.isfinite(value):
-            return 1e30, np.zeros_like(s)
-        (grad,) = torch.autograd.grad(value, th)
-        return float(value.detach()), (grad.cpu().numpy() * width).astype(np.float64)
-
-    results = []
-    for s0 in unit_starts:
-        results.append(
-            minimize(
-                objective,
-                np.clip(s0, 0.0, 1.0),
-                jac=True,
-                method="L-BFGS-B",
-                bounds=[(0.0, 1.0)] * len(low),
-                options={"ftol": tol, "gtol": 1e-10, "maxiter": 2000},
-            )
-        )
     best = min(results, key=lambda r: r.fun)
     theta = low + width * best.x
     at_edge = (best.x < 1e-6) | (best.x > 1 - 1e-6)
@@ -276,14 +286,17 @@ def fit_mle(
     )
 
 
-def fit_bootstrap_mles(
+def fit_bootstrap_mles_sequential(
     experiment: Experiment,
     data: EventData,
     weights: list[Tensor],
     start: np.ndarray | None = None,
     progress: bool = False,
 ) -> np.ndarray:
-    """Exact maximum-likelihood estimate of every bootstrap replica (the value a replica fit should reach).
+    """Exact maximum-likelihood estimate of every bootstrap replica, one scipy fit after another.
+
+    The reference implementation of :func:`physics.bootstrap.fit_bootstrap_mles`, which fits all replicas
+    together (and falls back to this fit for a replica it cannot converge).
 
     Args:
         experiment: datasets with luminosities.

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -114,6 +115,23 @@ class MCMCSampler(EventSampler):
         _, log_x, log_1mx = self._coordinates(v, spec)
         return terms_log_density(terms, log_x, log_1mx) + logsigmoid(v) + logsigmoid(-v)
 
+    def _walk(self, move: Any, v: Tensor, log_p: Tensor, n_keep: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Warm-up (Robbins-Monro step sizes), then ``n_keep`` thinned states; (states [B, C, K], accepts, log step)."""
+        cfg = self.config
+        b, dtype, device = v.shape[0], v.dtype, v.device
+        log_step = torch.full((b, 1), math.log(2.0), dtype=dtype, device=device)
+        for t in range(cfg.warmup):
+            v, log_p, accept = move(v, log_p, log_step)
+            rate = accept.to(dtype).mean(-1, keepdim=True)
+            log_step = log_step + 2.0 * (rate - cfg.target_acceptance) / (t + 1.0) ** 0.6
+        kept, accepted = [], torch.zeros(b, 1, dtype=dtype, device=device)
+        for _ in range(n_keep):
+            for _ in range(cfg.thin):
+                v, log_p, accept = move(v, log_p, log_step)
+                accepted = accepted + accept.to(dtype).mean(-1, keepdim=True)
+            kept.append(v)
+        return torch.stack(kept, dim=-1), accepted, log_step
+
     def chains(
         self,
         theta: Tensor,
@@ -146,7 +164,6 @@ class MCMCSampler(EventSampler):
         u0 = starts.to(dtype).clamp(eps, 1 - eps)
         v = torch.log(u0) - torch.log1p(-u0)
         log_p = self._log_target(terms, v, spec)
-        log_step = torch.full((b, 1), math.log(2.0), dtype=dtype, device=device)
 
         def move(v: Tensor, log_p: Tensor, log_step: Tensor) -> tuple[Tensor, Tensor, Tensor]:
             proposal = v + torch.exp(log_step) * torch.randn(v.shape, generator=generator, dtype=dtype, device=device)
@@ -156,17 +173,7 @@ class MCMCSampler(EventSampler):
             return torch.where(accept, proposal, v), torch.where(accept, log_q, log_p), accept
 
         with torch.no_grad():
-            for t in range(cfg.warmup):
-                v, log_p, accept = move(v, log_p, log_step)
-                rate = accept.to(dtype).mean(-1, keepdim=True)
-                log_step = log_step + 2.0 * (rate - cfg.target_acceptance) / (t + 1.0) ** 0.6
-            kept, accepted = [], torch.zeros(b, 1, dtype=dtype, device=device)
-            for _ in range(n_keep):
-                for _ in range(cfg.thin):
-                    v, log_p, accept = move(v, log_p, log_step)
-                    accepted = accepted + accept.to(dtype).mean(-1, keepdim=True)
-                kept.append(v)
-            states = torch.stack(kept, dim=-1)  # [B, C, K]
+            states, accepted, log_step = self._walk(move, v, log_p, n_keep)
             x = self._coordinates(states, spec)[0].clamp(spec.x_min, spec.x_max)
         diag = {
             "acceptance": accepted[:, 0] / max(n_keep * cfg.thin, 1),

@@ -8,6 +8,7 @@ d(x) with their posterior bands.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -105,30 +106,9 @@ def plot_corner(
                 ax.axis("off")
                 continue
             if i == k:
-                ax.hist(samples[:, i], bins=50, range=(lo[i], hi[i]), density=True, color="tab:blue", alpha=0.6)
-                if crlb_cov is not None:
-                    s = np.sqrt(crlb_cov[i, i])
-                    xs = np.linspace(lo[i], hi[i], 200)
-                    ax.plot(xs, np.exp(-0.5 * ((xs - mean[i]) / s) ** 2) / (s * np.sqrt(2 * np.pi)), "r-", lw=1)
-                if truth is not None:
-                    ax.axvline(truth[i], color="k", lw=1)
-                ax.set_yticks([])
+                _corner_diagonal(ax, samples[:, i], (lo[i], hi[i]), mean[i], crlb_cov, truth, i)
             else:
-                ax.hist2d(
-                    samples[:, k],
-                    samples[:, i],
-                    bins=40,
-                    range=[[lo[k], hi[k]], [lo[i], hi[i]]],
-                    cmap="Blues",
-                )
-                if crlb_cov is not None:
-                    sub = crlb_cov[np.ix_([k, i], [k, i])]
-                    vals, vecs = np.linalg.eigh(sub)
-                    t = np.linspace(0, 2 * np.pi, 100)
-                    ell = vecs @ (np.sqrt(np.maximum(vals, 0))[:, None] * np.stack([np.cos(t), np.sin(t)]))
-                    ax.plot(mean[k] + ell[0], mean[i] + ell[1], "r-", lw=1)
-                if truth is not None:
-                    ax.plot(truth[k], truth[i], "k+", ms=8)
+                _corner_pair(ax, samples, (i, k), (lo, hi), mean, crlb_cov, truth)
             if i == d - 1:
                 ax.set_xlabel(names[k])
             else:
@@ -143,6 +123,32 @@ def plot_corner(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def _corner_diagonal(ax: Any, values: np.ndarray, span: tuple, mean: float, cov: Any, truth: Any, i: int) -> None:
+    """One parameter's histogram, its Cramér–Rao Gaussian around the mean, the truth."""
+    ax.hist(values, bins=50, range=span, density=True, color="tab:blue", alpha=0.6)
+    if cov is not None:
+        s = np.sqrt(cov[i, i])
+        xs = np.linspace(span[0], span[1], 200)
+        ax.plot(xs, np.exp(-0.5 * ((xs - mean) / s) ** 2) / (s * np.sqrt(2 * np.pi)), "r-", lw=1)
+    if truth is not None:
+        ax.axvline(truth[i], color="k", lw=1)
+    ax.set_yticks([])
+
+
+def _corner_pair(ax: Any, samples: np.ndarray, ik: tuple, box: tuple, mean: np.ndarray, cov: Any, truth: Any) -> None:
+    """The 2-D histogram of parameters (k, i), the Cramér–Rao 1-sigma ellipse around the mean, the truth."""
+    i, k = ik
+    lo, hi = box
+    ax.hist2d(samples[:, k], samples[:, i], bins=40, range=[[lo[k], hi[k]], [lo[i], hi[i]]], cmap="Blues")
+    if cov is not None:
+        vals, vecs = np.linalg.eigh(cov[np.ix_([k, i], [k, i])])
+        t = np.linspace(0, 2 * np.pi, 100)
+        ell = vecs @ (np.sqrt(np.maximum(vals, 0))[:, None] * np.stack([np.cos(t), np.sin(t)]))
+        ax.plot(mean[k] + ell[0], mean[i] + ell[1], "r-", lw=1)
+    if truth is not None:
+        ax.plot(truth[k], truth[i], "k+", ms=8)
 
 
 def plot_pdf_bands(

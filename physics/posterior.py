@@ -272,6 +272,72 @@ def _run(
     return np.concatenate(draws), np.concatenate(accepts)
 
 
+def _chain_starts(
+    centre: np.ndarray, cov: np.ndarray, rng: np.random.Generator, n_chains: int, low: np.ndarray, high: np.ndarray
+) -> np.ndarray:
+    """One starting point per chain: Laplace draws inside the box (by rejection; the centre after 1000 misses)."""
+    chol_theta = np.linalg.cholesky(cov)
+    starts = np.empty((n_chains, len(low)))
+    for c in range(n_chains):
+        for _ in range(1000):
+            cand = centre + chol_theta @ rng.standard_normal(len(low))
+            if np.all((cand > low) & (cand < high)):
+                break
+        else:
+            cand = centre
+        starts[c] = cand
+    return starts
+
+
+@dataclass
+class _Warmup:
+    """The whitening (mu, chol), the chains' states and the proposal scale as the warm-up windows adapt them."""
+
+    mu: np.ndarray
+    chol: np.ndarray
+    theta: np.ndarray
+    scale: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _adapt(
+    state: _Warmup, likelihood: ExtendedLikelihood, coords: _Coordinates, steps: int, seeds: Any, bar: tqdm
+) -> None:
+    """One warm-up window: run, then retune the scale to the target acceptance and re-whiten from the tail."""
+    dim = len(state.mu)
+    target = _WhitenedTarget(likelihood, coords, state.mu, state.chol)
+    z_draws, acc = _run(_kernel(target, state.scale), target.to_z(state.theta), steps, 1, seeds, bar)
+    state.theta = target.to_theta(z_draws[-1])
+    rate = float(acc.mean())
+    state.history.append({"steps": steps, "scale": float(state.scale), "acceptance": rate})
+    ratio = norm.ppf(_TARGET_ACCEPT / 2) / norm.ppf(np.clip(rate, 0.01, 0.99) / 2)
+    state.scale *= float(np.clip(ratio, 0.3, 3.0))
+    tail = state.mu + z_draws[len(z_draws) // 2 :].reshape(-1, dim) @ state.chol.T
+    if len(tail) >= 10 * dim:
+        cov_new = np.cov(tail, rowvar=False) + np.diag((1e-9 * coords.cap) ** 2)
+        if np.all(np.linalg.eigvalsh(cov_new) > 0):
+            state.mu, state.chol = tail.mean(0), np.linalg.cholesky(cov_new)
+
+
+def _whitening_start(
+    likelihood: ExtendedLikelihood,
+    cfg: PosteriorConfig,
+    center: np.ndarray | None,
+    covariance: np.ndarray | None,
+    mle: MLEResult | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The centre (kept off the box edges) and capped covariance the chains start from, in theta."""
+    theory = likelihood.experiment.theory
+    low, high = np.asarray(theory.low), np.asarray(theory.high)
+    width = high - low
+    if center is None or covariance is None:
+        mode, cov = laplace_approximation(likelihood, seed=cfg.seed, mle=mle)
+        center = mode if center is None else np.asarray(center, dtype=np.float64)
+        covariance = cov if covariance is None else np.asarray(covariance, dtype=np.float64)
+    centre = np.clip(np.asarray(center, dtype=np.float64), low + 1e-3 * width, high - 1e-3 * width)
+    return centre, _capped_covariance(np.asarray(covariance, dtype=np.float64), width / np.sqrt(12.0))
+
+
 def sample_posterior(
     likelihood: ExtendedLikelihood,
     config: PosteriorConfig | None = None,
@@ -298,55 +364,25 @@ def sample_posterior(
     start = time.perf_counter()
     theory = likelihood.experiment.theory
     low, high = np.asarray(theory.low), np.asarray(theory.high)
-    width = high - low
     dim = len(low)
-    if center is None or covariance is None:
-        mode, cov = laplace_approximation(likelihood, seed=cfg.seed, mle=mle)
-        center = mode if center is None else np.asarray(center, dtype=np.float64)
-        covariance = cov if covariance is None else np.asarray(covariance, dtype=np.float64)
-    centre = np.clip(np.asarray(center, dtype=np.float64), low + 1e-3 * width, high - 1e-3 * width)
-    cov_theta = _capped_covariance(np.asarray(covariance, dtype=np.float64), width / np.sqrt(12.0))
+    centre, cov_theta = _whitening_start(likelihood, cfg, center, covariance, mle)
     seeds = np.random.SeedSequence(cfg.seed)
     rng = np.random.default_rng(seeds.spawn(1)[0])
 
-    # Starting points: Laplace draws inside the box (rejection), one per chain.
-    chol_theta = np.linalg.cholesky(cov_theta)
-    starts = np.empty((cfg.n_chains, dim))
-    for c in range(cfg.n_chains):
-        for _ in range(1000):
-            cand = centre + chol_theta @ rng.standard_normal(dim)
-            if np.all((cand > low) & (cand < high)):
-                break
-        else:
-            cand = centre
-        starts[c] = cand
-
+    starts = _chain_starts(centre, cov_theta, rng, cfg.n_chains, low, high)
     coords = _Coordinates(likelihood, cfg.coordinates)
     jac = coords.jacobian(centre)
     mu = coords.to_phi(centre[None])[0]
     chol = np.linalg.cholesky(_capped_covariance(jac @ cov_theta @ jac.T, coords.cap))
 
-    scale = 2.38 / np.sqrt(dim)
     windows = np.diff(np.linspace(0, cfg.n_warmup, cfg.warmup_windows + 1).astype(int))
-    history = []
-    theta_now = starts
     total = cfg.n_warmup + cfg.n_samples * cfg.thin
     with tqdm(total=total, desc=f"MCMC ({cfg.n_chains} chains)", disable=not progress) as bar:
+        state = _Warmup(mu=mu, chol=chol, theta=starts, scale=2.38 / np.sqrt(dim))
         for n_w in windows:
-            target = _WhitenedTarget(likelihood, coords, mu, chol)
-            if n_w == 0:
-                continue
-            z_draws, acc = _run(_kernel(target, scale), target.to_z(theta_now), n_w, 1, seeds, bar)
-            theta_now = target.to_theta(z_draws[-1])
-            rate = float(acc.mean())
-            history.append({"steps": int(n_w), "scale": float(scale), "acceptance": rate})
-            ratio = norm.ppf(_TARGET_ACCEPT / 2) / norm.ppf(np.clip(rate, 0.01, 0.99) / 2)
-            scale *= float(np.clip(ratio, 0.3, 3.0))
-            tail = mu + z_draws[len(z_draws) // 2 :].reshape(-1, dim) @ chol.T
-            if len(tail) >= 10 * dim:
-                cov_new = np.cov(tail, rowvar=False) + np.diag((1e-9 * coords.cap) ** 2)
-                if np.all(np.linalg.eigvalsh(cov_new) > 0):
-                    mu, chol = tail.mean(0), np.linalg.cholesky(cov_new)
+            if n_w:
+                _adapt(state, likelihood, coords, int(n_w), seeds, bar)
+        mu, chol, theta_now, scale, history = state.mu, state.chol, state.theta, state.scale, state.history
         target = _WhitenedTarget(likelihood, coords, mu, chol)
         z_draws, acc = _run(_kernel(target, scale), target.to_z(theta_now), cfg.n_samples, cfg.thin, seeds, bar)
     samples = target.to_theta(z_draws)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +33,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from physics._version import __version__
 from physics.datasets import Experiment
 from physics.sampling import EventSampler
+from qcdgip._version import __version__
 
 __all__ = [
     "FORMAT",
@@ -42,6 +43,7 @@ __all__ = [
     "EventData",
     "generate_pseudodata",
     "load_events",
+    "load_or_generate",
     "poisson_replica_weights",
     "poisson_replicas",
     "save_events",
@@ -308,3 +310,30 @@ def poisson_replicas(data: EventData, n_replicas: int, seed: int) -> list[EventD
         meta["datasets"] = [{**row, "observed": len(x)} for row, x in zip(data.meta.get("datasets", []), events)]
         replicas.append(EventData(names=list(data.names), events=events, meta=meta))
     return replicas
+
+
+def load_or_generate(experiment: Experiment, seed: int, directory: Path, overwrite: bool) -> tuple[EventData, bool]:
+    """Reuse the pseudo-data in ``directory`` if it has this case, seed and truth; else generate and save it.
+
+    Returns:
+        (data, reused). A different data set already there is an error unless ``overwrite``.
+    """
+    if (directory / "meta.json").exists():
+        data = load_events(directory, experiment)
+        same = data.meta.get("case") == experiment.case and data.meta.get("seed") == seed
+        same = same and np.allclose(data.meta.get("truth", []), experiment.theory.truth)
+        detector = None if experiment.detector is None else experiment.detector.summary()
+        same = same and data.meta.get("detector") == detector
+        if same:
+            return data, True
+        if not overwrite:
+            raise ValueError(
+                f"{directory}: holds case {data.meta.get('case')!r} seed {data.meta.get('seed')} "
+                f"(truth {data.meta.get('truth')}, detector {data.meta.get('detector')}), not case "
+                f"{experiment.case!r} seed {seed} (detector {detector}); "
+                "use another --out or --overwrite"
+            )
+        shutil.rmtree(directory)
+    data = generate_pseudodata(experiment, seed=seed)
+    save_events(data, directory)
+    return data, False

@@ -8,8 +8,8 @@
 set -euo pipefail
 
 QCDGIP_HOME=${QCDGIP_HOME:-${SLURM_SUBMIT_DIR:-$PWD}}
-if [[ ! -f "$QCDGIP_HOME/hpo/search.py" ]]; then
-    echo "error: QCDGIP_HOME=$QCDGIP_HOME is not the repository root (no hpo/search.py); submit from the" \
+if [[ ! -f "$QCDGIP_HOME/hpo/search/cli.py" ]]; then
+    echo "error: QCDGIP_HOME=$QCDGIP_HOME is not the repository root (no hpo/search/cli.py); submit from the" \
          "repository root or export QCDGIP_HOME" >&2
     exit 2
 fi

@@ -6,7 +6,7 @@
 #   sbatch slurm/perlmutter.sh                        # from the repository root
 #   QCDGIP_CONFIG=configs/hpo_vaim.yaml sbatch -N 2 slurm/perlmutter.sh
 #
-# Resubmitting the same command continues the search in the same run directory (python -m hpo.search --restart):
+# Resubmitting the same command continues the search in the same run directory (python -m hpo.search --resume):
 # finished trials are kept, the budget counts them. Knobs (environment variables) are in slurm/README.md.
 #
 # ---- EDIT HERE (or override on the sbatch command line / with SBATCH_* variables) ---------------------------------
@@ -39,7 +39,7 @@ cpus_per_task $(( WORKERS_PER_NODE + 1 ))
 
 ARGS=(--evaluator mpi --config "$CONFIG" --out "$RUN_DIR")
 if [[ -f "$RUN_DIR/config.yaml" ]]; then
-    ARGS+=(--restart)                              # a resubmission continues the search
+    ARGS+=(--resume)                               # a resubmission continues the search
 fi
 # Stop submitting trials before the job's time limit, so that the summary and best.yaml get written.
 MARGIN=${QCDGIP_MARGIN:-300}

@@ -24,19 +24,12 @@ from torch import Tensor, nn
 
 from physics.config import PhysicsConfig
 from physics.sampling import EventSampler
+from qcdgip.nn import activation as _activation
 from surrogates.config import SurrogateConfig
 
 __all__ = ["FORMAT", "ConditionedMLP", "Surrogate", "SurrogateFileError", "activation", "physics_signature"]
 
 FORMAT = "qcdgip-surrogate/1"
-_ACTIVATIONS = {
-    "relu": nn.ReLU,
-    "leaky_relu": nn.LeakyReLU,
-    "elu": nn.ELU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "tanh": nn.Tanh,
-}
 
 
 class SurrogateFileError(ValueError):
@@ -44,8 +37,8 @@ class SurrogateFileError(ValueError):
 
 
 def activation(name: str) -> nn.Module:
-    """The activation module called ``name``."""
-    return _ACTIVATIONS[name]()
+    """The activation module called ``name`` (leaky_relu with torch's default slope 0.01)."""
+    return _activation(name, negative_slope=0.01)
 
 
 def mlp(n_in: int, n_out: int, width: int, depth: int, act: str) -> nn.Sequential:

@@ -1,7 +1,7 @@
 """Validated runcards of ``python -m surrogates.train``: which surrogate, how it is trained and judged.
 
 Every field has a working default; ``configs/surrogate_{flow,gan,vae}.yaml`` list them. Unknown keys and bad
-values raise ``ValueError`` naming the file and the field (through :func:`physics.config.parse_config`).
+values raise ``ValueError`` naming the file and the field (through :func:`qcdgip.config.parse_config`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from physics.config import PhysicsConfig, StrictModel
+from physics.config import PhysicsConfig
+from qcdgip.config import StrictModel
+from qcdgip.nn import Activation
 
 __all__ = [
     "KINDS",
@@ -24,7 +26,6 @@ __all__ = [
 ]
 
 KINDS = ("flow", "gan", "vae")
-Activation = Literal["relu", "leaky_relu", "elu", "gelu", "silu", "tanh"]
 
 
 class SimulationConfig(StrictModel):
@@ -32,7 +33,7 @@ class SimulationConfig(StrictModel):
 
     n_params: int = Field(20_000, ge=10, description="parameter sets drawn from the prior box")
     events_per_param: int = Field(128, ge=1, description="exact events per parameter set and dataset")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="seed of the parameter sets and their events")
 
 
 class FlowConfig(StrictModel):
@@ -45,17 +46,17 @@ class FlowConfig(StrictModel):
     bins: int = Field(24, ge=2, le=512, description="rational-quadratic spline bins per layer")
     layers: int = Field(1, ge=1, le=8, description="splines composed")
     depth: int = Field(3, ge=1, le=16, description="hidden layers of the context network")
-    width: int = Field(128, ge=4, le=4096)
-    activation: Activation = "silu"
+    width: int = Field(128, ge=4, le=4096, description="hidden width of the context network")
+    activation: Activation = Field("silu", description="hidden activation")
 
 
 class GANSurrogateConfig(StrictModel):
     """Conditional GAN event generator: x = G(noise; parameters, dataset) against a conditional discriminator."""
 
     depth: int = Field(3, ge=1, le=16, description="hidden layers of the per-event networks")
-    width: int = Field(64, ge=4, le=4096)
+    width: int = Field(64, ge=4, le=4096, description="hidden width")
     context_width: int = Field(128, ge=4, le=4096, description="width of the networks reading the parameters")
-    activation: Activation = "silu"
+    activation: Activation = Field("silu", description="hidden activation")
     d_steps: int = Field(1, ge=1, le=20, description="discriminator updates per generator update")
     lr_d: float = Field(3e-3, gt=0.0, description="discriminator learning rate (the generator uses training.lr)")
 
@@ -63,43 +64,50 @@ class GANSurrogateConfig(StrictModel):
 class VAEConfig(StrictModel):
     """Conditional VAE: encoder q(z | x; parameters), decoder p(x | z; parameters) Gaussian in logit space."""
 
-    latent_dim: int = Field(2, ge=1, le=64)
-    depth: int = Field(3, ge=1, le=16)
-    width: int = Field(64, ge=4, le=4096)
-    context_width: int = Field(128, ge=4, le=4096)
-    activation: Activation = "silu"
+    latent_dim: int = Field(2, ge=1, le=64, description="latent dimension")
+    depth: int = Field(3, ge=1, le=16, description="hidden layers of encoder and decoder")
+    width: int = Field(64, ge=4, le=4096, description="hidden width of encoder and decoder")
+    context_width: int = Field(128, ge=4, le=4096, description="hidden width of the condition network")
+    activation: Activation = Field("silu", description="hidden activation")
     kl_weight: float = Field(1.0, gt=0.0, description="beta of the KL term (1: the evidence lower bound)")
 
 
 class SurrogateTrainingConfig(StrictModel):
     """Optimisation: Adam with a cosine schedule over ``steps`` minibatches of parameter sets."""
 
-    steps: int = Field(6000, ge=1)
+    steps: int = Field(6000, ge=1, description="training steps")
     batch_params: int = Field(256, ge=1, description="parameter sets per minibatch (all their events)")
-    lr: float = Field(2e-3, gt=0.0)
-    min_lr_ratio: float = Field(0.02, ge=0.0, le=1.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    dtype: Literal["float32", "float64"] = "float32"
-    seed: int = Field(0, ge=0)
-    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
-    checkpoint_every: int = Field(500, ge=1)
-    log_every: int = Field(50, ge=1)
-    progress: bool = True
+    lr: float = Field(2e-3, gt=0.0, description="Adam learning rate")
+    min_lr_ratio: float = Field(0.02, ge=0.0, le=1.0, description="cosine schedule: final rate / initial rate")
+    weight_decay: float = Field(0.0, ge=0.0, description="Adam weight decay")
+    dtype: Literal["float32", "float64"] = Field("float32", description="float32 or float64")
+    seed: int = Field(0, ge=0, description="seeds the initialization and the minibatches")
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = Field(
+        "auto", description="auto | cpu | gpu | cuda | mps"
+    )
+    checkpoint_every: int = Field(500, ge=1, description="steps between checkpoints (checkpoints/last.ckpt)")
+    log_every: int = Field(50, ge=1, description="steps between log rows and progress-bar updates")
+    progress: bool = Field(True, description="show a progress bar")
+    threads: int = Field(
+        0, ge=0, le=4096, description="torch threads (0: the free cores of this process's share, chosen at start)"
+    )
 
 
 class EvaluationConfig(StrictModel):
     """Held-out quality: parameter sets drawn from the prior with their own seed (never used in training)."""
 
-    n_params: int = Field(100, ge=1)
+    n_params: int = Field(100, ge=1, description="held-out parameter sets")
     n_samples: int = Field(20_000, ge=10, description="surrogate and exact samples per parameter set and dataset")
-    seed: int = Field(12345, ge=0)
+    seed: int = Field(12345, ge=0, description="seed of the held-out sets (never used in training)")
     plot_params: int = Field(4, ge=0, le=16, description="parameter sets shown in densities.png")
+    ks_mean_target: float = Field(0.02, gt=0.0, lt=1.0, description="flow target: mean held-out KS below")
+    ks_max_target: float = Field(0.05, gt=0.0, lt=1.0, description="flow target: worst held-out KS below")
 
 
 class SurrogateConfig(StrictModel):
     """Runcard of ``python -m surrogates.train``."""
 
-    kind: Literal["flow", "gan", "vae"] = "flow"
+    kind: Literal["flow", "gan", "vae"] = Field("flow", description="flow | gan | vae")
     physics: PhysicsConfig = Field(default_factory=PhysicsConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     flow: FlowConfig = Field(default_factory=FlowConfig)

@@ -6,6 +6,7 @@ Usage::
     python -m surrogates.train --config configs/surrogate_gan.yaml --out runs/surrogate-gan
     python -m surrogates.train --config configs/surrogate_vae.yaml --out runs/surrogate-vae
     python -m surrogates.train --config configs/surrogate_flow.yaml --out runs/surrogate-flow --resume
+    python -m surrogates.train --config configs/surrogate_flow.yaml --set simulation.n_params=5000 --steps 2000
 
 Steps: draw ``simulation.n_params`` parameter sets uniformly from the prior box and their exact events
 (cached in ``training_set.pt``); train with Lightning (progress bar, ``checkpoints/last.ckpt`` every
@@ -17,7 +18,6 @@ parameter sets and write ``summary.json``, ``report.md``, ``densities.png``, ``t
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,52 +29,42 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from physics.config import load_yaml, parse_config
-from physics.runs import format_table, open_run_dir, prepare_run_dir, write_json
+from qcdgip import runtime
+from qcdgip.cli import command_parser, default_out, resolve_runcard, run_command, shortcut_values
+from qcdgip.runs import format_table, guard_run_dir, open_run_dir, write_json
 from surrogates.base import physics_signature
 from surrogates.config import SurrogateConfig
 from surrogates.io import build_surrogate
 from surrogates.quality import evaluate, plot_densities
 from surrogates.simulate import draw_prior, exact_events, to_unit
-from surrogates.training import NonFiniteSurrogateLossError, fit_surrogate
+from surrogates.training import fit_surrogate
 
-__all__ = ["build_parser", "main", "resolve_config", "train_surrogate"]
+__all__ = ["SHORTCUTS", "build_parser", "main", "train_surrogate"]
 
-_OUTPUTS = ("summary.json", "report.md", "model.pt", "densities.png", "training.png")
-# The issue's bar for the flow (100 held-out sets x 20,000 samples).
-KS_MEAN_TARGET, KS_MAX_TARGET = 0.02, 0.05
+OUTPUTS = ("summary.json", "report.md", "model.pt", "densities.png", "training.png", "training_set.pt")
+
+SHORTCUTS = {
+    "kind": "kind",
+    "steps": "training.steps",
+    "eval_params": "evaluation.n_params",
+    "eval_samples": "evaluation.n_samples",
+    "threads": "training.threads",
+}
+"""Shortcut options and the runcard fields they set."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options."""
-    p = argparse.ArgumentParser(prog="python -m surrogates.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", type=Path, help="YAML runcard (default: built-in defaults, a flow)")
-    p.add_argument("--out", type=Path, required=True, help="run directory")
-    p.add_argument("--kind", choices=["flow", "gan", "vae"], help="override the runcard's kind")
-    p.add_argument("--steps", type=int, help="training steps")
-    p.add_argument("--eval-params", type=int, help="held-out parameter sets")
-    p.add_argument("--eval-samples", type=int, help="samples per held-out parameter set and dataset")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
-    p.add_argument("--overwrite", action="store_true", help="start over in a run directory that holds a run")
-    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = command_parser(
+        "python -m surrogates.train",
+        "Train a surrogate event generator on exact events and judge it on held-out parameter sets.",
+        resume_help="continue an interrupted training from its last checkpoint",
+    )
+    p.add_argument("--kind", choices=["flow", "gan", "vae"], help="the surrogate: kind")
+    p.add_argument("--steps", type=int, help="training steps: training.steps")
+    p.add_argument("--eval-params", type=int, help="held-out parameter sets: evaluation.n_params")
+    p.add_argument("--eval-samples", type=int, help="samples per held-out set and dataset: evaluation.n_samples")
     return p
-
-
-def resolve_config(args: argparse.Namespace) -> SurrogateConfig:
-    """The runcard with command-line overrides applied, validated."""
-    raw: dict[str, Any] = load_yaml(args.config) if args.config else {}
-    config = parse_config(SurrogateConfig, raw, str(args.config) if args.config else "<defaults>")
-    data = config.model_dump()
-    if args.kind is not None:
-        data["kind"] = args.kind
-    if args.steps is not None:
-        data["training"]["steps"] = args.steps
-    if args.eval_params is not None:
-        data["evaluation"]["n_params"] = args.eval_params
-    if args.eval_samples is not None:
-        data["evaluation"]["n_samples"] = args.eval_samples
-    return parse_config(SurrogateConfig, data, "command line") if data != config.model_dump() else config
 
 
 def training_set(config: SurrogateConfig, out: Path, progress: bool) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -114,6 +104,28 @@ def plot_training(history: np.ndarray, kind: str, path: Path) -> Path:
     return path
 
 
+def _fit(config: SurrogateConfig, out: Path, resume: bool, progress: bool, log: Any) -> tuple[Any, dict, dict]:
+    """Simulate (or reuse) the training set and train; returns (module, training-set facts, seconds)."""
+    torch.manual_seed(config.training.seed)
+    theta, t, reused = training_set(config, out, progress)
+    log.info("training set %s: %s parameter sets x %s events", "reused" if reused else "simulated", *t.shape[::2])
+    model = build_surrogate(config)
+    t_fit, cpu_fit = time.perf_counter(), time.process_time()
+    module = fit_surrogate(model, theta, t, out, resume=resume, progress=progress)
+    seconds = {"fit": time.perf_counter() - t_fit, "fit_cpu": time.process_time() - cpu_fit}
+    facts = {"n_params": int(t.shape[0]), "events_per_param": int(t.shape[2]), "reused": reused}
+    return module, facts, seconds
+
+
+def _targets(config: SurrogateConfig, quality: dict[str, Any]) -> dict[str, bool]:
+    e = config.evaluation
+    return {
+        f"ks_mean_below_{e.ks_mean_target:g}": quality["ks"]["mean"] < e.ks_mean_target,
+        f"ks_max_below_{e.ks_max_target:g}": quality["ks"]["max"] < e.ks_max_target,
+        "held_out_as_specified": e.n_params >= 100 and e.n_samples >= 20_000,
+    }
+
+
 def train_surrogate(
     config: SurrogateConfig,
     out: Path,
@@ -126,57 +138,42 @@ def train_surrogate(
     start = time.perf_counter()
     out = Path(out)
     # Evaluation settings only change what is measured after training.
-    prepare_run_dir(out, config, resume, overwrite, (*_OUTPUTS, "training_set.pt"), free_sections=("evaluation",))
+    free = ("evaluation", "training.threads", "training.progress")
+    guard_run_dir(out, config, resume=resume, overwrite=overwrite, outputs=OUTPUTS, free=free)
     out, log, provenance = open_run_dir(out, config, "surrogates.train")
-    torch.manual_seed(config.training.seed)
-    theta, t, reused = training_set(config, out, progress)
-    log.info("training set %s: %s parameter sets x %s events", "reused" if reused else "simulated", *t.shape[::2])
-    model = build_surrogate(config)
-    n_weights = sum(p.numel() for p in model.parameters())
-    t_fit, cpu_fit = time.perf_counter(), time.process_time()
-    module = fit_surrogate(model, theta, t, out, resume=resume, progress=progress)
-    fit_s, fit_cpu = time.perf_counter() - t_fit, time.process_time() - cpu_fit
+    module, facts, seconds = _fit(config, out, resume, progress, log)
     model = module.model.cpu().float().eval()
     history = module.loss_history.numpy()
-    model.save(out / "model.pt", {"trained_steps": int(module.step_count)})
-    log.info("trained %d steps in %.1f s; model written", int(module.step_count), fit_s)
-
+    steps = int(module.step_count)
+    model.save(out / "model.pt", {"trained_steps": steps})
+    log.info("trained %d steps in %.1f s; model written", steps, seconds["fit"])
     t_eval = time.perf_counter()
     quality, arrays = evaluate(model, config.evaluation, progress)
     summary: dict[str, Any] = {
         **provenance,
         "kind": config.kind,
         "model_file": str(out / "model.pt"),
-        "weights": n_weights,
-        "training_set": {"n_params": int(t.shape[0]), "events_per_param": int(t.shape[2]), "reused": reused},
-        "steps": int(module.step_count),
+        "weights": sum(p.numel() for p in model.parameters()),
+        "training_set": facts,
+        "steps": steps,
         "final_loss": float(np.nanmean(history[-max(1, len(history) // 20) :, 0])),
         "quality": quality,
-        "timing_s": {
-            "fit": fit_s,
-            "fit_cpu": fit_cpu,
-            "evaluation": time.perf_counter() - t_eval,
-            "total": time.perf_counter() - start,
-        },
     }
     if config.kind == "flow":
-        summary["targets_met"] = {
-            "ks_mean_below_0.02": quality["ks"]["mean"] < KS_MEAN_TARGET,
-            "ks_max_below_0.05": quality["ks"]["max"] < KS_MAX_TARGET,
-            "held_out_as_specified": config.evaluation.n_params >= 100 and config.evaluation.n_samples >= 20_000,
-        }
-    model.save(out / "model.pt", {"trained_steps": int(module.step_count), "quality": quality})
+        summary["targets_met"] = _targets(config, quality)
+    model.save(out / "model.pt", {"trained_steps": steps, "quality": quality})
     if plots:
         plot_densities(model, arrays, out / "densities.png", config.evaluation.plot_params)
-        plot_training(history[: int(module.step_count)], config.kind, out / "training.png")
+        plot_training(history[:steps], config.kind, out / "training.png")
+    policy = runtime.current_policy()
+    summary["runtime"] = policy.summary() if policy is not None else None
+    summary["timing_s"] = {**seconds, "evaluation": time.perf_counter() - t_eval, "total": time.perf_counter() - start}
     write_json(out / "summary.json", summary)
     (out / "report.md").write_text(_report(summary, plots))
     log.info("KS mean %.4f max %.4f", quality["ks"]["mean"], quality["ks"]["max"])
     if progress:
         print(_table(summary))
-        print(
-            f"\nwrote {out / 'model.pt'}, {out / 'summary.json'}, {out / 'report.md'}" + (" and plots" if plots else "")
-        )
+        print(f"\nwrote {out / 'model.pt'}, {out / 'summary.json'}, {out / 'report.md'}" + (" and plots" * plots))
     return summary
 
 
@@ -221,19 +218,17 @@ def _report(s: dict[str, Any], plots: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (2: bad input, 3: the training diverged)."""
+    """Entry point; returns the exit status (:mod:`qcdgip.errors`)."""
     args = build_parser().parse_args(argv)
-    try:
-        config = resolve_config(args)
-        train_surrogate(config, args.out, args.resume, args.overwrite, not args.no_plots, not args.quiet)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except NonFiniteSurrogateLossError as err:
-        print(f"error: training diverged: {err}; last checkpoint kept in {args.out / 'checkpoints'}", file=sys.stderr)
-        return 3
-    return 0
+    out = default_out(args, "surrogate")
+
+    def body() -> None:
+        config = resolve_runcard(SurrogateConfig, args, shortcut_values(args, SHORTCUTS))
+        runtime.configure_threads(config.training.threads or None)
+        train_surrogate(config, out, args.resume, args.overwrite, not args.no_plots, not args.quiet)
+
+    return run_command(body, lambda: out)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

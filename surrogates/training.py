@@ -18,15 +18,12 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from qcdgip.errors import NonFiniteLossError
+from qcdgip.training import StepModule, step_trainer
 from surrogates.base import Surrogate
 from surrogates.cgan import GANSurrogate
-from surrogates.steps import StepModule, step_trainer
 
-__all__ = ["NonFiniteSurrogateLossError", "SurrogateModule", "fit_surrogate"]
-
-
-class NonFiniteSurrogateLossError(RuntimeError):
-    """The training loss became NaN or infinite (the message names the step)."""
+__all__ = ["SurrogateModule", "fit_surrogate"]
 
 
 def _cosine(steps: int, min_ratio: float) -> Any:
@@ -84,7 +81,7 @@ class SurrogateModule(StepModule):
 
     def _check(self, loss: Tensor, step: int) -> None:
         if not bool(torch.isfinite(loss)):
-            raise NonFiniteSurrogateLossError(f"surrogate loss is {float(loss)} at step {step + 1}; lower training.lr")
+            raise NonFiniteLossError(f"surrogate loss is {float(loss)} at step {step + 1}; lower training.lr")
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         """One optimisation step on a minibatch of parameter sets."""

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from physics.config import PhysicsConfig
 from physics.datasets import Experiment
 from physics.pseudodata import generate_pseudodata
+from qcdgip import runtime
 
-torch.set_num_threads(max(1, torch.get_num_threads()))
+# The suite follows the same thread policy as the commands: on a machine shared with another busy process, torch's
+# default team of threads would wait at every parallel region for the thread that lost its core.
+runtime.configure_threads()
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """The benchmark scripts run end to end on tiny settings and print the JSON they promise (their numbers are
-measurements, reported in the README, not asserted here)."""
+measurements, reported in docs/benchmarks.md, not asserted here)."""
 
 from __future__ import annotations
 

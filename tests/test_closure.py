@@ -11,14 +11,14 @@ import pytest
 import torch
 import yaml
 
-from inverse.closure import main
-from inverse.config import ClosureConfig, GANConfig
-from inverse.gan import InverseGAN
-from inverse.training import fit_gan
-from physics.config import parse_config
+from inverse.gan.cli import main
+from inverse.gan.config import ClosureConfig, GANConfig
+from inverse.gan.model import InverseGAN
+from inverse.gan.training import fit_gan
 from physics.datasets import Experiment
 from physics.likelihood import cramer_rao, fisher_information
 from physics.pseudodata import generate_pseudodata
+from qcdgip.config import parse_config
 
 
 def test_tiny_case_a_closure_moves_every_parameter_toward_the_truth(config):
@@ -120,7 +120,7 @@ def test_closure_command_writes_the_run_and_refuses_to_mix_runs(tmp_path, capsys
 
 
 def test_coverage_summary_counts_the_truths_inside_the_intervals():
-    from inverse.coverage import summarize_coverage
+    from inverse.gan.coverage import summarize_coverage
 
     rows = [
         {"in68": [True, False], "in95": [True, True], "fit_s": 1.0},
@@ -128,7 +128,7 @@ def test_coverage_summary_counts_the_truths_inside_the_intervals():
         {"in68": [False, False], "in95": [True, False], "fit_s": 2.0},
         {"in68": [True, True], "in95": [True, True], "fit_s": 2.0},
     ]
-    s = summarize_coverage(rows, ["a", "b"])
+    s = summarize_coverage(rows, ["a", "b"], {"68": (0.63, 0.73), "95": (0.93, 0.97)})
     assert s["levels"]["68"]["per_parameter"] == [0.75, 0.5]
     assert s["levels"]["68"]["pooled"] == 0.625 and not s["levels"]["68"]["pooled_in_target"]
     assert s["levels"]["95"]["pooled"] == 0.875 and not s["levels"]["95"]["pooled_in_target"]

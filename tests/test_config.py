@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from physics.config import PhysicsConfig, ReferenceConfig, load_config
+from physics.config import PhysicsConfig, ReferenceConfig
+from qcdgip.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -89,8 +90,8 @@ def test_bad_values_name_the_field_and_file(tmp_path, physics, needle):
 
 def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(ValueError, match="not found"):
-        load_config(tmp_path / "nope.yaml")
+        load_config(tmp_path / "nope.yaml", ReferenceConfig)
     with pytest.raises(ValueError, match="not valid YAML"):
-        load_config(write(tmp_path, "physics: [unclosed"))
+        load_config(write(tmp_path, "physics: [unclosed"), ReferenceConfig)
     with pytest.raises(ValueError, match="mapping"):
-        load_config(write(tmp_path, "- a\n- b\n"))
+        load_config(write(tmp_path, "- a\n- b\n"), ReferenceConfig)

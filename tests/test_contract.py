@@ -1,5 +1,5 @@
 """The gradient contract: with the discriminators trained at fixed theta, the density-ratio generator objective has
-the gradient of the negative extended log-likelihood (DESIGN.md section 9), checked 1 and 3 posterior sd from the
+the gradient of the negative extended log-likelihood, checked 1 and 3 posterior sd from the
 MLE against the autograd gradient of ``physics.likelihood.ExtendedLikelihood``."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from inverse.config import GANConfig
-from inverse.diagnostics import displaced_theta, gradient_contract
+from inverse.gan.config import GANConfig
+from inverse.gan.diagnostics import displaced_theta, gradient_contract
 from physics.likelihood import ExtendedLikelihood, fit_mle
 from physics.posterior import laplace_approximation
 
@@ -47,11 +47,11 @@ def test_density_ratio_gradient_is_the_likelihood_gradient(experiment_b, data_b,
 
 def test_a_wrong_generator_weight_breaks_the_contract(experiment_b, data_b, mle_and_cov, monkeypatch):
     """The test can fail: halving the density-ratio weight turns the shape gradient's norm ratio to ~0.5."""
-    import inverse.gan
+    import inverse.gan.model
 
     centre, cov = mle_and_cov
     theory = experiment_b.theory
     theta = displaced_theta(centre, cov, 3.0, np.array(theory.low), np.array(theory.high), seed=0)
-    monkeypatch.setitem(inverse.gan.GENERATOR_WEIGHT, "density_ratio", 0.5)
+    monkeypatch.setitem(inverse.gan.model.GENERATOR_WEIGHT, "density_ratio", 0.5)
     result = gradient_contract(GANConfig(), experiment_b, data_b, theta, d_train_steps=200, n_gradient_draws=4)
     assert result.shape_norm_ratio < 0.7

@@ -12,13 +12,14 @@ import pytest
 import torch
 from scipy import stats
 
-from inverse.config import ClosureConfig
+from inverse.gan.config import ClosureConfig
 from physics.binned import log_bins
-from physics.config import DetectorConfig, PhysicsConfig, ReferenceConfig, parse_config
+from physics.config import DetectorConfig, PhysicsConfig, ReferenceConfig
 from physics.datasets import Experiment
 from physics.detector import FoldedSampler
 from physics.likelihood import ExtendedLikelihood, fisher_information
 from physics.pseudodata import generate_pseudodata
+from qcdgip.config import parse_config
 
 OTHER = [1.2, 0.4, 1.0, 2.5, -0.8, 0.5]
 
@@ -168,7 +169,7 @@ def test_an_acceptance_that_removes_a_dataset_is_refused():
 
 
 def test_pseudodata_remember_their_detector(tmp_path, folded):
-    from physics.reference import load_or_generate
+    from physics.pseudodata import load_or_generate
 
     data, reused = load_or_generate(folded, 1, tmp_path / "data", overwrite=False)
     assert not reused and data.meta["detector"]["resolution"] == 0.05

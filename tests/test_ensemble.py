@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from hpo.ensemble import main, variance_split
-from hpo.search import main as search_main
-from physics.config import load_yaml
+from hpo.ensemble.cli import main
+from hpo.ensemble.split import variance_split
+from hpo.search.cli import main as search_main
+from qcdgip.config import load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SEARCH = {
@@ -106,11 +107,12 @@ def test_ensemble_cli_end_to_end_and_resume(search_dir: Path, tmp_path: Path) ->
     keep = out / "members" / f"job-{best3[0]}" / "estimates.npy"
     stamp = keep.stat().st_mtime_ns
     (out / "members" / f"job-{best3[1]}" / "estimates.npy").unlink()
-    assert main(args) == 0
+    assert main(args) == 2  # a second start needs --resume
+    assert main([*args, "--resume"]) == 0
     assert keep.stat().st_mtime_ns == stamp
     np.testing.assert_allclose(load_yaml(out / "ensemble.json")["mean"], s["mean"], rtol=1e-9)
     # Another selection in the same directory is refused, --overwrite starts over.
-    assert main([*args[:-3], "--replicas", "3", "--quiet"]) == 2
+    assert main([*args[:-3], "--replicas", "3", "--quiet", "--resume"]) == 2
     assert main([*args[:-3], "--replicas", "3", "--quiet", "--reference", "off", "--overwrite"]) == 0
     assert "closure" not in load_yaml(out / "ensemble.json")
 
@@ -137,7 +139,7 @@ def test_bad_input_is_named(search_dir: Path, tmp_path: Path, capsys) -> None:
     assert main(["--search", str(broken), "--top", "2", "--out", out]) == 2
     assert "config.yaml is missing" in capsys.readouterr().err
     assert main(["--search", str(search_dir), "--top", "2", "--out", out, "--replicas", "1"]) == 2
-    assert "--replicas" in capsys.readouterr().err
+    assert "replicas: Input should be greater than or equal to 2" in capsys.readouterr().err
 
 
 @pytest.mark.mpi

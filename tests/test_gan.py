@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inverse.config import GANConfig
-from inverse.gan import InverseGAN
+from inverse.gan.config import GANConfig
+from inverse.gan.model import InverseGAN
+from inverse.gan.training import fit_gan
 from inverse.stacked import StackedMLP, replica_seed
-from inverse.training import fit_gan
 
 
 def tiny(**training) -> GANConfig:

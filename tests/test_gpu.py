@@ -30,9 +30,9 @@ def test_sampler_likelihood_and_fisher_on_gpu_match_cpu(experiment_b, data_b):
 
 
 def test_gan_trains_on_gpu_and_its_losses_match_cpu_at_the_start(experiment_b, data_b):
-    from inverse.config import GANConfig
-    from inverse.gan import InverseGAN
-    from inverse.training import fit_gan
+    from inverse.gan.config import GANConfig
+    from inverse.gan.model import InverseGAN
+    from inverse.gan.training import fit_gan
 
     def config(accelerator: str) -> GANConfig:
         training = {"replicas": 4, "steps": 3, "events_per_param": 256, "progress": False}

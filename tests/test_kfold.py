@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from hpo.kfold import KFoldConfig, Partition, fold_masks, run_gan_folds
-from inverse.config import GANConfig
+from hpo.kfold import KFoldConfig, Partition, fold_masks
+from hpo.kfold_gan import run_gan_folds
+from inverse.gan.config import GANConfig
 from physics.likelihood import fisher_information
 from physics.pseudodata import EventData
 
@@ -77,7 +78,7 @@ def test_vectorized_folds_equal_looped_folds(experiment_b, data_b) -> None:
 
 def test_out_of_bag_validation_is_calibrated_at_the_truth(experiment_b, data_b) -> None:
     """At the true parameters the out-of-bag chi2 per point is ~1 (Poisson counts of mean e^-1 nu)."""
-    from hpo.kfold import _validation_chi2
+    from hpo.kfold import validation_chi2
     from physics.binned import BinnedView
     from physics.pseudodata import poisson_replica_weights
 
@@ -88,7 +89,7 @@ def test_out_of_bag_validation_is_calibrated_at_the_truth(experiment_b, data_b) 
         for j, (x, b) in enumerate(zip(data_b.events, view.datasets))
     ]
     theta = experiment_b.theory.truth_tensor(torch.float64)[None].expand(200, 1, 6)
-    chi2 = _validation_chi2(view, theta, oob, np.exp(-1.0), np.ones((200, 4)))[:, 0]
+    chi2 = validation_chi2(view, theta, oob, np.exp(-1.0), np.ones((200, 4)))[:, 0]
     # 40 bins: chi2/N has sd sqrt(2/40) = 0.22 per replica; the mean of 200 replicas (correlated through the
     # common data) must sit near 1.
     assert 0.7 < chi2.mean() < 1.3

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inverse.losses import GENERATOR_WEIGHT, discriminator_loss, generator_loss, gradient_penalty, rate_loss
+from inverse.gan.losses import GENERATOR_WEIGHT, discriminator_loss, generator_loss, gradient_penalty, rate_loss
 
 J = 1  # sigma1_high: the largest dataset
 N = 20_000

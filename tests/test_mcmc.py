@@ -10,10 +10,11 @@ import pytest
 import torch
 from scipy import stats
 
-from physics.config import MCMCConfig, PhysicsConfig, parse_config
+from physics.config import MCMCConfig, PhysicsConfig
 from physics.mcmc import MCMCSampler, integrated_autocorrelation_time
 from physics.sampling import InverseCDFSampler
 from physics.theory import Theory
+from qcdgip.config import parse_config
 
 THETAS = [[2.1875, -0.5, 3.0, 1.09375, -0.5, 4.0], [1.2, 0.4, 1.0, 2.5, -0.8, 0.5]]
 
@@ -137,8 +138,8 @@ def test_zero_warmup_or_thinning_is_refused_with_the_field(field):
 
 
 def test_closure_sampler_choice_reaches_the_gan():
-    from inverse.config import GANConfig
-    from inverse.gan import build_sampler
+    from inverse.gan.config import GANConfig
+    from inverse.gan.sampler import build_sampler
     from physics.datasets import Experiment
 
     experiment = Experiment(PhysicsConfig())

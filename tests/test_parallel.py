@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inverse.config import GANConfig
-from inverse.gan import InverseGAN
-from inverse.training import cluster_environment
+from inverse.gan.config import GANConfig
+from inverse.gan.model import InverseGAN
+from qcdgip.training import cluster_environment
 
 SECTIONS = [
     {},

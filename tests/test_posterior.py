@@ -35,7 +35,7 @@ def test_case_c_respects_the_prior_box(experiment_c, data_c):
 @pytest.mark.slow
 def test_case_a_posterior_width_matches_cramer_rao(config):
     """Case A is nearly Gaussian: the posterior sd equals the Cramér–Rao bound of the same data (Fisher at
-    its MLE) within 10 %, and, on the default seed-1 data, the DESIGN.md table (Fisher at the truth) within 15 %.
+    its MLE) within 10 %, and, on the default seed-1 data, the Cramér–Rao table (Fisher at the truth) within 15 %.
 
     The truth-point bound is not the right yardstick for every data set: Nd's information scales with Nd
     itself, so a data set whose MLE of Nd sits 1.5 sd low has a posterior 0.83 times narrower (seed 11).

@@ -138,5 +138,11 @@ def test_generate_cli(tmp_path, capsys):
     assert data.meta["case"] == "C" and data.meta["seed"] == 5
     assert "sigma2_high" in capsys.readouterr().out
     assert generate_cli.main(["--case", "C", "--seed", "6", "--out", str(out)]) == 2
-    assert "already holds" in capsys.readouterr().err
+    assert "holds a data set already" in capsys.readouterr().err
+    before = (out / "sigma1_low.npz").read_bytes()
+    assert generate_cli.main(["--case", "C", "--seed", "5", "--out", str(out), "--resume"]) == 0
+    assert "kept" in capsys.readouterr().out and (out / "sigma1_low.npz").read_bytes() == before
+    assert generate_cli.main(["--case", "C", "--seed", "6", "--out", str(out), "--resume"]) == 2
+    assert generate_cli.main(["--case", "C", "--seed", "6", "--out", str(out), "--overwrite"]) == 0
+    assert load_events(out).meta["seed"] == 6
     assert generate_cli.main(["--case", "Q", "--seed", "6", "--out", str(tmp_path / "x")]) == 2

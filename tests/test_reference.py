@@ -23,7 +23,7 @@ def tiny_config(tmp_path, seed=4):
 def test_main_job_writes_a_complete_run_directory(tmp_path, capsys):
     out = tmp_path / "run"
     cfg = tiny_config(tmp_path)
-    assert reference.main(["--config", str(cfg), "--out", str(out), "--quiet"]) == 0
+    assert reference.main(["--config", str(cfg), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "Cramér–Rao" in printed and "MCMC reference posterior" in printed
     for name in (
@@ -49,13 +49,16 @@ def test_main_job_writes_a_complete_run_directory(tmp_path, capsys):
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["posterior"]["n_samples"] == 300 and resolved["physics"]["case"] == "C"
 
-    # A rerun reuses the data; another seed into the same directory is refused, the data untouched.
+    # A second start needs --resume (which reuses the data); another seed into the same directory is refused, the
+    # data untouched.
     before = (out / "data" / "sigma1_low.npz").read_bytes()
     config_before = (out / "config.yaml").read_text()
-    assert reference.main(["--config", str(cfg), "--out", str(out), "--quiet", "--no-plots"]) == 0
+    assert reference.main(["--config", str(cfg), "--out", str(out), "--no-plots"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert reference.main(["--config", str(cfg), "--out", str(out), "--no-plots", "--resume"]) == 0
     assert "reused" in capsys.readouterr().out
-    assert reference.main(["--config", str(cfg), "--out", str(out), "--seed", "9", "--quiet"]) == 2
-    assert "use another --out" in capsys.readouterr().err
+    assert reference.main(["--config", str(cfg), "--out", str(out), "--seed", "9", "--quiet", "--resume"]) == 2
+    assert "differing fields: data.seed" in capsys.readouterr().err
     assert (out / "data" / "sigma1_low.npz").read_bytes() == before
     assert (out / "config.yaml").read_text() == config_before
 

@@ -15,10 +15,11 @@ import pytest
 import yaml
 
 from hpo.config import load_search_config
-from hpo.ensemble import select_members
-from hpo.search import build_parser, main, read_results, resolve
-from inverse.config import ClosureConfig
-from physics.config import load_yaml
+from hpo.ensemble.members import select_members
+from hpo.search.cli import build_parser, main, resolve
+from hpo.search.results import read_results
+from inverse.gan.config import ClosureConfig
+from qcdgip.config import load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
@@ -263,7 +264,7 @@ def test_a_future_test_search_scores_the_past_fits_against_the_full_fit(tmp_path
 
 
 def test_vaim_trials_report_after_each_fold_and_stop_there(tmp_path: Path) -> None:
-    from hpo.trial import evaluate
+    from hpo.search.trial import evaluate
 
     card = {
         "solver": "vaim",

@@ -94,7 +94,7 @@ def test_perlmutter_script_searches_over_mpi_and_resumes(cluster, tmp_path):
 
     # Resubmitting continues the same search with a larger budget; finished trials are kept as they were.
     log = _finished(cluster, cluster.sbatch(script, env={**env, "QCDGIP_ARGS": "--max-evals 9 --quiet"}, cwd=tmp_path))
-    assert "--restart" in log
+    assert "--resume" in log
     second = pd.read_csv(run / "results.csv").sort_values("job_id").reset_index(drop=True)
     assert sorted(second["job_id"]) == list(range(9))
     pd.testing.assert_frame_equal(second.iloc[:6][first.columns], first)

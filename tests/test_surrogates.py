@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from inverse.config import GANConfig
-from inverse.gan import InverseGAN
-from inverse.training import fit_gan
+from inverse.gan.config import GANConfig
+from inverse.gan.model import InverseGAN
+from inverse.gan.training import fit_gan
 from physics.config import PhysicsConfig
 from surrogates.base import SurrogateFileError
 from surrogates.config import SurrogateConfig
@@ -253,7 +253,7 @@ def test_train_command_writes_a_loadable_model_and_resumes(tmp_path, capsys):
     assert train_main(["--config", str(cfg), "--out", str(out), "--quiet"]) == 2
     assert "holds a run already" in capsys.readouterr().err
     assert train_main(["--config", str(cfg), "--out", str(out), "--quiet", "--resume", "--steps", "20"]) == 2
-    assert "differing sections: ['training']" in capsys.readouterr().err
+    assert "differing fields: training.steps" in capsys.readouterr().err
     assert train_main(["--config", str(cfg), "--out", str(out), "--quiet", "--resume", "--eval-params", "2"]) == 0
     assert json.loads((out / "summary.json").read_text())["training_set"]["reused"] is True
 

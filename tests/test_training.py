@@ -7,10 +7,11 @@ import lightning as L
 import pytest
 import torch
 
-from inverse.config import GANConfig, SchedulerConfig
-from inverse.gan import InverseGAN
-from inverse.training import NonFiniteLossError, fit_gan, schedule
+from inverse.gan.config import GANConfig, SchedulerConfig
+from inverse.gan.model import InverseGAN
+from inverse.gan.training import fit_gan, schedule
 from physics.sampling import EventSampler
+from qcdgip.errors import NonFiniteLossError
 
 
 def config(steps: int = 6) -> GANConfig:
@@ -86,8 +87,9 @@ def test_schedules():
 
 def test_default_natural_gradient_reaches_each_replicas_bootstrap_mle(experiment_b, data_b):
     import numpy as np
+    from physics.bootstrap import fit_bootstrap_mles
 
-    from physics.likelihood import cramer_rao, fisher_information, fit_bootstrap_mles
+    from physics.likelihood import cramer_rao, fisher_information
     from physics.pseudodata import poisson_replica_weights
 
     cfg = GANConfig.model_validate({"training": {"replicas": 2, "progress": False, "seed": 3}})
@@ -100,7 +102,7 @@ def test_default_natural_gradient_reaches_each_replicas_bootstrap_mle(experiment
 
 
 def test_natural_gradient_step_is_capped_by_a_trust_region_that_follows_the_schedule():
-    from inverse.natural import NaturalGradient
+    from inverse.gan.natural import NaturalGradient
 
     offset = torch.nn.Parameter(torch.zeros(2, 1, 3, dtype=torch.float64))
     metric = lambda: torch.eye(3, dtype=torch.float64).expand(2, 3, 3) * 4.0  # noqa: E731  posterior sd 0.5

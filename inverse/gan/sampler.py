@@ -1,0 +1,50 @@
+"""Where the GAN's generated events come from: the sampler a runcard names, and the events it returns.
+
+``gan.sampler.kind`` picks the exact inverse-CDF sampler of the theory, the MCMC sampler (random-walk Metropolis
+on the unnormalised sigma, score-function gradients) or a saved surrogate (``python -m surrogates.train``); with
+a detector in the physics, every kind's events pass through it (``physics.detector.FoldedSampler``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from torch import Tensor
+
+from inverse.gan.config import SamplerConfig
+from physics.datasets import Experiment
+from physics.mcmc import MCMCSampler
+from physics.sampling import EventSampler
+from surrogates.base import SurrogateFileError
+from surrogates.io import load_surrogate
+
+__all__ = ["Generated", "build_sampler"]
+
+
+def build_sampler(config: SamplerConfig, experiment: Experiment) -> EventSampler:
+    """The event sampler named by ``gan.sampler`` (exact, MCMC or a saved surrogate), behind the detector if any.
+
+    Raises:
+        SurrogateFileError: the surrogate file is missing, damaged, of another kind, or for other physics.
+    """
+    if config.kind == "exact":
+        inner: EventSampler = experiment.sampler()
+    elif config.kind == "mcmc":
+        inner = MCMCSampler(experiment.theory, [d.spec for d in experiment.datasets], config.mcmc)
+    else:
+        try:
+            inner, _ = load_surrogate(config.path, kind=config.kind, physics=experiment.config)
+        except SurrogateFileError as err:
+            raise SurrogateFileError(f"gan.sampler.path: {err}") from None
+    return experiment.observed_sampler(inner)
+
+
+class Generated(NamedTuple):
+    """Generated events of one dataset, [r, B, m], and their weights [r, B, m] (None: equal weights)."""
+
+    x: Tensor
+    w: Tensor | None
+
+    def detach(self) -> Generated:
+        """Both without gradient."""
+        return Generated(self.x.detach(), None if self.w is None else self.w.detach())
