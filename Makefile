@@ -62,15 +62,15 @@ ensemble: $(STAMP)  ## ensemble of the TOP best trials of runs/hpo-$(HPO), split
 	$(PY) -m hpo.ensemble --search runs/hpo-$(HPO) --top $(TOP) --out runs/ensemble-$(HPO) \
 		--evaluator $(EVALUATOR) --workers $(WORKERS) $(ENSEMBLE_ARGS)
 
-test: $(STAMP)  ## fast tests (~4 min on 2 cores)
+test: $(STAMP)  ## fast tests (~7 min on 2 cores)
 	$(PY) -m pytest -m "$(NOT_SLOW)"
 
 test-slow: $(STAMP)  ## slow statistical checks, real MPI searches (mpiexec), the batch scripts on a local Slurm cluster
 	$(PY) -m pytest -m "slow or mpi or slurm or gpu"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check --no-cache .
+	$(VENV)/bin/ruff format --no-cache --check .
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format .

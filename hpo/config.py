@@ -160,7 +160,9 @@ class SearchSettings(StrictModel):
     n_initial_points: int = Field(5, ge=1, description="random points before the surrogate model is used")
     kappa: float = Field(1.96, ge=0.0, description="UCB exploration weight")
     include_base: bool = Field(True, description="evaluate the base runcard's own values first")
-    torch_threads: int = Field(0, ge=0, description="threads per trial (0: cores / workers)")
+    torch_threads: int = Field(
+        0, ge=0, description="threads per trial (0: the free cores of its share, the node's cores / its workers)"
+    )
 
 
 class SearchConfig(StrictModel):

@@ -155,7 +155,6 @@ def _summary(
     crlb_sd: np.ndarray,
 ) -> dict[str, Any]:
     names, truth = experiment.theory.parameter_names, experiment.theory.truth
-    policy = runtime.current_policy()
     return {
         "case": experiment.case,
         "datasets": [{**row, "observed": n} for row, n in zip(experiment.summary(), data.counts)],
@@ -169,7 +168,7 @@ def _summary(
         },
         "posterior": posterior.summary(),
         "posterior_sd_over_crlb": dict(zip(names, (posterior.std / crlb_sd).tolist())),
-        "runtime": policy.summary() if policy is not None else None,
+        "runtime": runtime.policy_summary(),
     }
 
 

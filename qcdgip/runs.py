@@ -105,9 +105,8 @@ def open_run_dir(out: str | Path, config: BaseModel, command: str) -> tuple[Path
         "python": platform.python_version(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    policy = runtime.current_policy()
-    if policy is not None:
-        provenance["runtime"] = policy.summary()
+    if runtime.current_policy() is not None:
+        provenance["runtime"] = runtime.policy_summary()
     logger.info("run directory %s (%s %s)", out, command, " ".join(sys.argv[1:]))
     return out, logger, provenance
 

@@ -38,6 +38,7 @@ __all__ = [
     "choose_threads",
     "configure_threads",
     "current_policy",
+    "policy_summary",
     "process_share",
 ]
 
@@ -213,3 +214,8 @@ def configure_threads(pinned: int | None = None, processes: int = 1, window_s: f
 def current_policy() -> ThreadPolicy | None:
     """The policy set by :func:`configure_threads` in this process (None before)."""
     return _POLICY
+
+
+def policy_summary() -> dict[str, Any] | None:
+    """The current policy as written into a run's summary.json (None when no policy was configured)."""
+    return None if _POLICY is None else _POLICY.summary()

@@ -165,8 +165,7 @@ def train_surrogate(
     if plots:
         plot_densities(model, arrays, out / "densities.png", config.evaluation.plot_params)
         plot_training(history[:steps], config.kind, out / "training.png")
-    policy = runtime.current_policy()
-    summary["runtime"] = policy.summary() if policy is not None else None
+    summary["runtime"] = runtime.policy_summary()
     summary["timing_s"] = {**seconds, "evaluation": time.perf_counter() - t_eval, "total": time.perf_counter() - start}
     write_json(out / "summary.json", summary)
     (out / "report.md").write_text(_report(summary, plots))

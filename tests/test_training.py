@@ -87,8 +87,8 @@ def test_schedules():
 
 def test_default_natural_gradient_reaches_each_replicas_bootstrap_mle(experiment_b, data_b):
     import numpy as np
-    from physics.bootstrap import fit_bootstrap_mles
 
+    from physics.bootstrap import fit_bootstrap_mles
     from physics.likelihood import cramer_rao, fisher_information
     from physics.pseudodata import poisson_replica_weights
 

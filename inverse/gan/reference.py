@@ -20,9 +20,9 @@ from logging import Logger
 from pathlib import Path
 
 import numpy as np
-from physics.bootstrap import fit_bootstrap_mles
 
 from inverse.gan.config import ClosureConfig
+from physics.bootstrap import fit_bootstrap_mles
 from physics.datasets import Experiment
 from physics.likelihood import ExtendedLikelihood, fit_mle
 from physics.posterior import sample_posterior

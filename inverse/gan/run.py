@@ -90,8 +90,7 @@ def _add_coverage(summary: dict[str, Any], config: ClosureConfig, experiment: Ex
 
 def _finish(summary: dict[str, Any], out: Path, start: float, plots: bool, progress: bool, log: Any) -> None:
     """Complete the summary (thread policy, wall time) and write summary.json and report.md."""
-    policy = runtime.current_policy()
-    summary["runtime"] = policy.summary() if policy is not None else None
+    summary["runtime"] = runtime.policy_summary()
     summary["wall_s"] = time.perf_counter() - start
     write_json(out / "summary.json", summary)
     (out / "report.md").write_text(closure_report(summary, plots))

@@ -147,8 +147,7 @@ def run_vaim(
     if plots:
         history = module.loss_history.numpy()[: module.steps_done]
         _plots(config, model, simulator, {**draws, "sigma": sigma, "history": history}, theta, out)
-    policy = runtime.current_policy()
-    summary["runtime"] = policy.summary() if policy is not None else None
+    summary["runtime"] = runtime.policy_summary()
     summary["timing_s"] = {**times, "total": time.perf_counter() - start}
     write_json(out / "summary.json", summary)
     (out / "report.md").write_text(vaim_report(summary, plots))
