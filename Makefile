@@ -6,10 +6,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 OUT ?= runs/closure
+DIS_OUT ?= runs/closure-dis
 ARGS ?= --resume
 NOT_SLOW := not slow and not mpi and not slurm and not gpu
 
-.PHONY: venv closure closure-detector closure-mcmc reference surrogate closure-surrogate vaim vaim-pdf hpo ensemble test test-slow lint format docs docs-serve bench threads mainjob scaling peers clean
+.PHONY: venv dis-operator closure-dis closure closure-detector closure-mcmc reference surrogate closure-surrogate vaim vaim-pdf hpo ensemble test test-slow lint format docs docs-serve bench threads mainjob scaling peers clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,13 @@ closure-mcmc: $(STAMP)  ## the whole forward workflow: MCMC event sampling behin
 
 reference: $(STAMP)  ## the statistical reference alone: Cramér–Rao table, MLE, MCMC posterior
 	$(PY) -m physics.reference --config configs/reference.yaml --out runs/reference $(ARGS)
+
+closure-dis: $(STAMP)  ## GAN closure on inclusive DIS (x, Q^2) events: exact reference, plots, LHAPDF sets of the replicas
+	$(PY) -m inverse.gan.dis --config configs/closure_dis.yaml --out $(DIS_OUT) $(ARGS)
+
+dis-operator: $(STAMP)  ## rebuild the shipped DIS operator (eko x yadism; the first run compiles eko with numba, ~5 min)
+	$(PY) -m physics.dis.build --out physics/dis/data/operator-default.npz
+	sha256sum physics/dis/data/operator-default.npz | cut -d' ' -f1 > physics/dis/data/operator-default.sha256
 
 KIND ?= flow
 surrogate: $(STAMP)  ## train a surrogate event generator (KIND=flow|gan|vae) and judge it on held-out parameters

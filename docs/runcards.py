@@ -112,6 +112,12 @@ RUNCARDS: tuple[Runcard, ...] = (
         ("hpo.ensemble.config:EnsembleConfig",),
         (),
     ),
+    Runcard(
+        "Inclusive DIS problem",
+        "python -m physics.dis.build",
+        ("physics.dis.config:DISConfig",),
+        (),
+    ),
 )
 
 

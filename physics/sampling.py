@@ -51,11 +51,14 @@ class EventSampler(nn.Module, ABC):
     event: ``noise`` is [B, n] when it is 1 (the exact sampler), [B, n, noise_dim] otherwise. Weighted samplers
     (MCMC, the detector) set ``weighted = True`` and implement ``sample_weighted``, which returns (events, weights);
     consumers then use self-normalised weighted means, through which the weights' gradients flow.
+    ``event_dim`` is the dimension d of one event: events are [B, n] when it is 1 (the toy's x), [B, n, d]
+    otherwise (DIS: columns x and Q^2).
     """
 
     dataset_names: list[str]
     has_log_prob: bool = False
     noise_dim: int = 1
+    event_dim: int = 1
     weighted: bool = False
 
     def dataset_index(self, dataset: int | str) -> int:

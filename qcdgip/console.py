@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "vaim": ("inverse.vaim", "VAIM: every parameter set that explains an observation"),
     "search": ("hpo.search", "hyperparameter search (DeepHyper CBO) scored by k-fold losses"),
     "ensemble": ("hpo.ensemble", "ensemble of a search's best trials, uncertainty split aleatoric + epistemic"),
+    "closure-dis": ("inverse.gan.dis.cli", "GAN closure test on inclusive DIS (x, Q^2) events"),
 }
 
 

@@ -23,6 +23,7 @@ from hpo.search.cli import main as search_main
 from inverse.gan.cli import build_parser as closure_parser
 from inverse.gan.cli import main as closure_main
 from inverse.gan.cli import resolve_config
+from inverse.gan.dis.cli import main as closure_dis_main
 from inverse.vaim.cli import main as vaim_main
 from physics.generate import main as generate_main
 from physics.reference import main as reference_main
@@ -42,6 +43,7 @@ MAINS = {
     "vaim": vaim_main,
     "search": search_main,
     "ensemble": ensemble_main,
+    "closure-dis": closure_dis_main,
 }
 
 

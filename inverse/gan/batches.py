@@ -65,10 +65,13 @@ class StepBatches:
         return slice(start, start + base + (self.rank < extra))
 
     def _generated_sets(self, events: Tensor) -> Tensor:
-        """[r, B, n] events -> [r, B n / k, k] sorted sets of one parameter set's events."""
+        """[r, B, n] events -> [r, B n / k, k] sorted sets of one parameter set's events.
+
+        d-dimensional events [r, B, n, d] (set size 1) become [r, B n, 1, d].
+        """
         k = self.config.discriminator.set_size
-        r, b, n = events.shape
-        sets = events.reshape(r, b * (n // k), k)
+        r, b, n = events.shape[:3]
+        sets = events.reshape(r, b * (n // k), k, *events.shape[3:])
         return sets.sort(-1).values if k > 1 else sets
 
     def _generated_set_index(self, device: torch.device) -> slice | Tensor:
@@ -101,7 +104,7 @@ class StepBatches:
                 for wr, g in zip(w, self.rngs()[replicas])
             ]
         )
-        sets = x[idx].reshape(-1, n_sets, k)[:, self._block(n_sets) if own is None else own]
+        sets = x[idx].reshape(-1, n_sets, k, *x.shape[1:])[:, self._block(n_sets) if own is None else own]
         return sets.sort(-1).values if k > 1 else sets
 
     def _data_sets(self, j: int, replicas: slice) -> tuple[Tensor, Tensor | None]:
@@ -116,7 +119,7 @@ class StepBatches:
             own = self._block(len(x))
             # Dividing by (total / world) keeps one process bit-identical to w / total.
             weights = w[:, own] / (w.sum(-1, keepdim=True) / self.world)
-            return x[own].view(1, -1, 1).expand(w.shape[0], -1, -1), weights
+            return x[own].view(1, -1, 1, *x.shape[1:]).expand(w.shape[0], -1, -1, *x.shape[1:]), weights
         n_sets = t.data_batch or max(1, len(self.data(j)) // k)
         sets = self._sampled_data_sets(j, replicas, n_sets)
         if self.world == 1:

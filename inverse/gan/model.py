@@ -14,6 +14,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -42,6 +43,8 @@ def _checked_replicas(
         raise ValueError(f"sampler datasets {sampler.dataset_names} differ from {experiment.names}")
     if list(data.names) != experiment.names:
         raise ValueError(f"data datasets {data.names} differ from the experiment's {experiment.names}")
+    if sampler.event_dim > 1 and config.discriminator.set_size > 1:
+        raise ValueError(f"discriminator.set_size: {sampler.event_dim}-dimensional events need set_size 1")
     if sampler.weighted and config.discriminator.set_size > 1:
         raise ValueError(
             "discriminator.set_size: weighted generated events (sampler mcmc, or a detector) need set_size 1"
@@ -97,7 +100,7 @@ class InverseGAN(StepBatches, nn.Module):
         self._register_mask(dataset_mask, len(ids))
         theory = experiment.theory
         self.generator = ParameterGenerator(config.generator, theory.low, theory.high, ids, t.seed)
-        self.discriminators = EventDiscriminators(config.discriminator, mean, std, ids, t.seed)
+        self.discriminators = EventDiscriminators(config.discriminator, mean, std, ids, t.seed, self.sampler.event_dim)
         self.register_buffer("step_count", torch.zeros((), dtype=torch.long))
         self.register_buffer("theta_history", torch.zeros(t.steps, len(ids), theory.n_params))
         self.register_buffer("loss_history", torch.zeros(t.steps, len(ids), 2))
@@ -119,7 +122,7 @@ class InverseGAN(StepBatches, nn.Module):
             xt = torch.as_tensor(x, dtype=torch.float64)
             self.register_buffer(f"data_{j}", xt, persistent=False)
             self.register_buffer(f"weights_{j}", weights[j][index], persistent=False)
-            feats = event_features(xt, self.config.discriminator.features)
+            feats = event_features(xt, self.config.discriminator.features, self.sampler.event_dim)
             mean.append(feats.mean(0))
             std.append(feats.std(0).clamp_min(1e-6) if len(xt) > 1 else torch.ones_like(feats[0]))
         self.register_buffer("observed", torch.stack([w[index].sum(-1) for w in weights], -1), persistent=False)
@@ -210,7 +213,8 @@ class InverseGAN(StepBatches, nn.Module):
                 x, w = self.sampler.sample_weighted(flat, n, j, noise=noise)
                 out.append(Generated(x.reshape(r, b, -1), w.reshape(r, b, -1)))
             else:
-                out.append(Generated(self.sampler.sample(flat, n, j, noise=noise).reshape(r, b, n), None))
+                events = self.sampler.sample(flat, n, j, noise=noise)
+                out.append(Generated(events.reshape(r, b, n, *events.shape[2:]), None))
         return out
 
     @staticmethod
@@ -296,8 +300,10 @@ class InverseGAN(StepBatches, nn.Module):
         """
         phi = self.generator.offset.detach()[:, 0, :]
         theta = self.generator.to_box(phi).double()
+        # An experiment may bring its own Fisher matrix (DIS); the toy's comes from physics.likelihood.
+        fisher = getattr(self.experiment, "fisher_information", None) or partial(fisher_information, self.experiment)
         with torch.enable_grad():
-            info = fisher_information(self.experiment, theta, self.fit_mask.to(theta)).to(phi.dtype)
+            info = fisher(theta, self.fit_mask.to(theta)).to(phi.dtype)
         jac = self.generator.box_jacobian(phi)
         return jac[:, :, None] * info * jac[:, None, :]
 

@@ -91,14 +91,24 @@ class ParameterGenerator(nn.Module):
         return self.to_box(self.logits(noise, replicas))
 
 
-def event_features(x: Tensor, kind: str) -> Tensor:
-    """Per-event features: (log x, log(1 - x)) or x itself; appends a last dimension of size F."""
+def event_features(x: Tensor, kind: str, event_dim: int = 1) -> Tensor:
+    """Per-event features with a last dimension of size F.
+
+    One-dimensional events [...] (x): (log x, log(1 - x)), or x itself (``kind: x``). DIS events [..., 2]
+    (x, Q^2): (log x, log(1 - x), log Q^2), or the raw pair.
+    """
     if kind == "x":
-        return x.unsqueeze(-1)
+        return x.unsqueeze(-1) if event_dim == 1 else x
+    q2 = None
+    if event_dim > 1:
+        if event_dim != 2:
+            raise ValueError(f"log features are defined for events (x) and (x, Q^2), not for {event_dim} dimensions")
+        x, q2 = x[..., 0], x[..., 1]
     # A float32 event can round to exactly 1 (or 0) when the density does not vanish there.
     eps = torch.finfo(x.dtype).eps
     x = x.clamp(eps, 1 - eps)
-    return torch.stack([torch.log(x), torch.log1p(-x)], dim=-1)
+    feats = [torch.log(x), torch.log1p(-x)] + ([torch.log(q2)] if q2 is not None else [])
+    return torch.stack(feats, dim=-1)
 
 
 class EventDiscriminators(nn.Module):
@@ -112,6 +122,7 @@ class EventDiscriminators(nn.Module):
         feature_std: their standard deviations, [J, F].
         replicas: replica indices.
         seed: base seed.
+        event_dim: dimension of one event (1: x; 2: (x, Q^2), then sets are [r, M, 1, 2]).
     """
 
     def __init__(
@@ -121,9 +132,11 @@ class EventDiscriminators(nn.Module):
         feature_std: Tensor,
         replicas: Sequence[int],
         seed: int,
+        event_dim: int = 1,
     ) -> None:
         super().__init__()
         self.config = config
+        self.event_dim = event_dim
         self.n_datasets, n_features = feature_mean.shape
         self.register_buffer("feature_mean", feature_mean.float())
         self.register_buffer("feature_std", feature_std.float())
@@ -153,9 +166,11 @@ class EventDiscriminators(nn.Module):
 
     def forward(self, events: Tensor, dataset: int, replicas: slice = slice(None)) -> Tensor:
         """Logits [r, M] of event sets [r, M, set_size] (sorted along the last dimension) of ``dataset``."""
-        if events.shape[-1] != self.config.set_size:
-            raise ValueError(f"event sets must have size {self.config.set_size}, got {events.shape[-1]}")
-        feats = (event_features(events, self.config.features) - self.feature_mean[dataset]) / self.feature_std[dataset]
+        size = events.shape[-1] if self.event_dim == 1 else events.shape[-2]
+        if size != self.config.set_size:
+            raise ValueError(f"event sets must have size {self.config.set_size}, got {size}")
+        feats = event_features(events, self.config.features, self.event_dim)
+        feats = (feats - self.feature_mean[dataset]) / self.feature_std[dataset]
         feats = feats.flatten(-2)
         if self.config.mode == "single":
             onehot = feats.new_zeros(*feats.shape[:-1], self.n_datasets)

@@ -1,0 +1,74 @@
+"""Command line of the DIS closure.
+
+Usage::
+
+    python -m inverse.gan.dis --config configs/closure_dis.yaml --out runs/closure-dis
+    python -m inverse.gan.dis --config configs/closure_dis.yaml --truth -0.3,3.0,0.1,-1.1,-0.8
+    python -m inverse.gan.dis --config configs/closure_dis.yaml --set physics.case=A --set gan.training.replicas=50
+
+What a run does and writes: :mod:`inverse.gan.dis.run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from inverse.gan.dis.config import DISClosureConfig
+from inverse.gan.dis.run import run_dis_closure
+from qcdgip import runtime
+from qcdgip.cli import command_parser, default_out, resolve_runcard, run_command, shortcut_values
+
+__all__ = ["SHORTCUTS", "build_parser", "main"]
+
+SHORTCUTS = {
+    "case": "physics.case",
+    "seed": "data.seed",
+    "replicas": "gan.training.replicas",
+    "steps": "gan.training.steps",
+    "threads": "gan.training.threads",
+}
+"""Shortcut options and the runcard fields they set."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options."""
+    p = command_parser("python -m inverse.gan.dis", "GAN closure test on inclusive DIS (x, Q^2) events.")
+    p.add_argument("--case", help="event-count case (A 10^5, B 10^4, C 10^3 events): physics.case")
+    p.add_argument("--seed", type=int, help="pseudo-data seed: data.seed")
+    p.add_argument("--truth", help="comma-separated true parameters (inside the prior box)")
+    p.add_argument("--replicas", type=int, help="number of replicas R: gan.training.replicas")
+    p.add_argument("--steps", type=int, help="training steps: gan.training.steps")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> DISClosureConfig:
+    """The runcard with the shortcut options, ``--truth`` and ``--set`` applied, validated."""
+    shortcuts = shortcut_values(args, SHORTCUTS)
+    if args.truth is not None:
+        plain = resolve_runcard(DISClosureConfig, argparse.Namespace(config=args.config, set=[]))
+        try:
+            truth = [float(v) for v in args.truth.split(",")]
+        except ValueError:
+            raise ValueError(f"--truth: not a comma-separated list of numbers: {args.truth!r}") from None
+        names = plain.physics.parameter_names
+        if len(truth) != len(names):
+            raise ValueError(f"--truth: need {len(names)} values ({names}), got {len(truth)}")
+        shortcuts.update({f"physics.parameters.{i}.truth": v for i, v in enumerate(truth)})
+    return resolve_runcard(DISClosureConfig, args, shortcuts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (:mod:`qcdgip.errors`)."""
+    args = build_parser().parse_args(argv)
+    out = default_out(args, "closure-dis")
+
+    def body() -> None:
+        config = resolve_config(args)
+        runtime.configure_threads(config.gan.training.threads or None)
+        run_dis_closure(config, out, args.resume, args.overwrite, plots=not args.no_plots, progress=not args.quiet)
+
+    return run_command(body, lambda: out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

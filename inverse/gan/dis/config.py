@@ -1,0 +1,40 @@
+"""Runcard of the DIS closure: the DIS problem, pseudo-data, the GAN and the report."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from inverse.gan.config import GANConfig
+from physics.dis.config import DISConfig
+from qcdgip.config import StrictModel
+
+__all__ = ["DISClosureConfig", "DISDataConfig", "DISReportConfig"]
+
+
+class DISDataConfig(StrictModel):
+    """Pseudo-data: Poisson counts per Q^2 window and exact events at the truth."""
+
+    seed: int = Field(1, description="pseudo-data seed")
+
+
+class DISReportConfig(StrictModel):
+    """What the report computes and its bars."""
+
+    bootstrap_mles: bool = Field(True, description="fit each replica's exact bootstrap MLE to judge the replicas")
+    lhapdf: bool = Field(True, description="write the replicas and the truth as LHAPDF sets (lhapdf/)")
+    abs_pull_max: float = Field(3.0, gt=0, description="bar: |replica mean - truth| / Cramér–Rao sd below this")
+    bootstrap_distance_median_max: float = Field(
+        0.1, gt=0, description="bar: median |replica - its bootstrap MLE| in bootstrap sd"
+    )
+    bootstrap_std_ratio_range: tuple[float, float] = Field(
+        (0.9, 1.1), description="bar: replica sd / bootstrap-MLE sd inside this range for every parameter"
+    )
+
+
+class DISClosureConfig(StrictModel):
+    """Runcard of ``python -m inverse.gan.dis``."""
+
+    physics: DISConfig = Field(default_factory=DISConfig)
+    data: DISDataConfig = Field(default_factory=DISDataConfig)
+    gan: GANConfig = Field(default_factory=GANConfig)
+    report: DISReportConfig = Field(default_factory=DISReportConfig)

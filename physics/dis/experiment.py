@@ -1,0 +1,194 @@
+"""The DIS experiment: Q^2-window datasets with one luminosity, their event densities, counts and sampler.
+
+Dataset j holds the events with Q^2 in its window, within the kinematic cuts. Its intensity is
+lambda_j(x, Q^2; theta) = L d^2 sigma / dx dQ^2, tabulated per window (:mod:`physics.dis.table`). The one
+luminosity L is fixed at the truth by the case's expected total number of events, so the counts carry the
+normalisation information.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from physics.dis.build import resolve_operator
+from physics.dis.config import DISConfig
+from physics.dis.fisher import poisson_fisher
+from physics.dis.operator import Operator
+from physics.dis.structure import StructureFunctions
+from physics.dis.table import WindowGrid
+
+__all__ = ["DISExperiment", "ParameterBox"]
+
+
+@dataclass(frozen=True)
+class ParameterBox:
+    """Names, true values and prior box of the free parameters."""
+
+    parameter_names: list[str]
+    truth: list[float]
+    low: list[float]
+    high: list[float]
+
+    @property
+    def n_params(self) -> int:
+        """D."""
+        return len(self.parameter_names)
+
+
+class DISExperiment:
+    """Theory, windows and luminosity of one DIS case.
+
+    Args:
+        config: the DIS runcard.
+        operator: its operator (default: :func:`physics.dis.build.resolve_operator`).
+        rows, cols: table cells per window in u = ln Q^2 and in w (the cut-to-cut fraction of logit x).
+    """
+
+    event_dim = 2
+
+    def __init__(self, config: DISConfig, operator: Operator | None = None, rows: int = 128, cols: int = 128) -> None:
+        self.config = config
+        self.case = config.case
+        self.operator = operator if operator is not None else resolve_operator(config)
+        self.sf = StructureFunctions(config, self.operator)
+        self.names = [w.name for w in config.datasets]
+        self.grids = [WindowGrid(w, config.kinematics, rows, cols) for w in config.datasets]
+        self._vertex = [self._vertex_terms(g) for g in self.grids]
+        truth = self.truth_tensor(torch.float64)
+        sigma = torch.stack([g.integral(v) for g, v in zip(self.grids, self.vertex_values(truth, luminosity=1.0))], -1)
+        self.cross_sections_pb = sigma[0].tolist()
+        self.luminosity = config.cases[config.case] / float(sigma.sum())  # events per pb
+        self.expected = [self.luminosity * s for s in self.cross_sections_pb]
+
+    @property
+    def parameter_names(self) -> list[str]:
+        """Names of the free parameters."""
+        return self.config.parameter_names
+
+    @property
+    def theory(self) -> ParameterBox:
+        """The parameters' names, truth and box (what inverse solvers read from an experiment's theory)."""
+        c = self.config
+        return ParameterBox(c.parameter_names, c.truth, c.low, c.high)
+
+    detector = None  # events are the true (x, Q^2); no detector model for DIS yet
+
+    def fisher_information(self, theta: Tensor, dataset_weights: Tensor | None = None) -> Tensor:
+        """Expected Fisher matrices per parameter set, [B, D, D], datasets weighted by [B, J].
+
+        The metric of natural-gradient steps: one Gauss point per table cell (the reference uses 3 x 3).
+        """
+        return poisson_fisher(self.vertex_jacobians(theta), self.grids, dataset_weights, order=1)
+
+    def truth_tensor(self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> Tensor:
+        """The true parameters as [1, D]."""
+        return torch.tensor([self.config.truth], dtype=dtype, device=device)
+
+    def bounds(self, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+        """Prior-box edges (low, high), each [D]."""
+        return torch.tensor(self.config.low, dtype=dtype), torch.tensor(self.config.high, dtype=dtype)
+
+    def index(self, dataset: int | str) -> int:
+        """Position of a dataset given by index or name."""
+        if isinstance(dataset, str):
+            if dataset not in self.names:
+                raise ValueError(f"unknown dataset {dataset!r}; known: {self.names}")
+            return self.names.index(dataset)
+        if not 0 <= int(dataset) < len(self.names):
+            raise ValueError(f"dataset index {dataset} out of range 0..{len(self.names) - 1}")
+        return int(dataset)
+
+    def _vertex_terms(self, grid: WindowGrid) -> dict[str, Tensor]:
+        """What does not depend on theta at a window's vertices.
+
+        The interpolation matrix [V, N], the factor 2 pi alpha^2 / (x Q^4) times the Jacobian d(x, Q^2)/d(u, w),
+        Y+ and y^2 (each [V]).
+        """
+        x, q2, jac = grid.vertices()
+        factor, y = self.sf.reduced_factor(x, q2)
+        return {"matrix": self.sf.interpolation_matrix(torch.log(q2), torch.logit(x)), "factor": factor * jac,
+                "y_plus": 1 + (1 - y) ** 2, "y2": y**2}  # fmt: skip
+
+    def _window_values(self, j: int, nodes: Tensor, lum: float) -> tuple[Tensor, Tensor, Tensor]:
+        """(p, L factor F2, interpolated FL / F2) at window j's vertices from node values [B, 2, N]: each [B, V]."""
+        t = {k: v.to(dtype=nodes.dtype, device=nodes.device) for k, v in self._vertex[j].items()}
+        inter = torch.sparse.mm(t["matrix"], nodes.transpose(0, 2).reshape(nodes.shape[2], -1))  # [V, 2 B]
+        inter = inter.reshape(-1, 2, nodes.shape[0]).permute(2, 1, 0)  # [B, 2, V]
+        base = lum * t["factor"] * torch.exp(inter[:, 0])
+        return base * (t["y_plus"] - t["y2"] * inter[:, 1]), base, inter[:, 1]
+
+    def vertex_values(
+        self, theta: Tensor, luminosity: float | None = None, check: bool = True, only: int | None = None
+    ) -> list[Tensor]:
+        """The tabulated density p(u, w) = L sigma Q^2 x (1-x) dz/dw at every window's vertices: [B, R+1, C+1].
+
+        ``check=False`` skips the positivity check of F2; ``only`` computes one window (the list holds just it).
+        """
+        lum = self.luminosity if luminosity is None else luminosity
+        nodes = self.sf.interpolants(theta, check).flatten(2)  # [B, 2, N]
+        out = []
+        for j in range(len(self.grids)) if only is None else [only]:
+            g = self.grids[j]
+            out.append(self._window_values(j, nodes, lum)[0].reshape(theta.shape[0], len(g.u), g.cols + 1))
+        return out
+
+    def vertex_jacobians(self, theta: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Vertex values [B, R+1, C+1] and their derivatives in theta [B, R+1, C+1, D], per window.
+
+        Forward-mode autograd only through the node values (a few thousand numbers); the fixed interpolation
+        and the kinematic factors are applied to the derivatives in closed form.
+        """
+
+        def nodes_of(th: Tensor) -> Tensor:
+            return self.sf.interpolants(th[None], check=False)[0].flatten(1)  # [2, N]
+
+        nodes = self.sf.interpolants(theta).flatten(2)
+        d_nodes = torch.func.vmap(torch.func.jacfwd(nodes_of))(theta)  # [B, 2, N, D]
+        b, _, n, d = d_nodes.shape
+        out = []
+        for j, g in enumerate(self.grids):
+            p, base, _ = self._window_values(j, nodes, self.luminosity)
+            t = {k: v.to(theta) for k, v in self._vertex[j].items() if k != "matrix"}
+            flat = d_nodes.permute(2, 1, 0, 3).reshape(n, -1)  # [N, 2 B D]
+            dv = torch.sparse.mm(self._vertex[j]["matrix"].to(theta), flat).reshape(-1, 2, b, d).permute(2, 1, 0, 3)
+            dp = p[..., None] * dv[:, 0] - (base * t["y2"])[..., None] * dv[:, 1]  # [B, V, D]
+            shape = (b, len(g.u), g.cols + 1)
+            out.append((p.reshape(shape), dp.reshape(*shape, d)))
+        return out
+
+    def expected_counts(self, theta: Tensor) -> Tensor:
+        """Expected event counts nu_j(theta) per window: [B, J]."""
+        return torch.stack([g.integral(v) for g, v in zip(self.grids, self.vertex_values(theta))], -1)
+
+    def log_intensity(
+        self, theta: Tensor, events: Tensor, dataset: int | str, values: list[Tensor] | None = None
+    ) -> Tensor:
+        """Log lambda_j(x, Q^2; theta) per unit x and Q^2 at events [B, n, 2] or [n, 2] (columns x, Q^2): [B, n]."""
+        j = self.index(dataset)
+        grid = self.grids[j]
+        values = values if values is not None else self.vertex_values(theta)
+        b = theta.shape[0]
+        ev = torch.broadcast_to(events, (b, *events.shape[-2:]))
+        u, w = grid.to_uw(ev[..., 0], ev[..., 1])
+        _, _, jac = grid.to_xq2(u, w)
+        return torch.log(grid.density(values[j], u, w)) - torch.log(jac)
+
+    def contains(self, events: Tensor, dataset: int | str) -> Tensor:
+        """Whether events [..., 2] lie in the dataset's window and cuts (a mask [...])."""
+        grid = self.grids[self.index(dataset)]
+        u, w = grid.to_uw(events[..., 0], events[..., 1])
+        return (u >= grid.u[0]) & (u <= grid.u[-1]) & (w >= 0) & (w <= 1)
+
+    def summary(self) -> list[dict[str, float | str]]:
+        """Per-dataset rows (name, Q^2 window, cross section, expected count) for reports."""
+        return [
+            {"name": w.name, "q2_min": w.q2_min, "q2_max": w.q2_max, "sigma_pb": s, "expected": n}
+            for w, s, n in zip(self.config.datasets, self.cross_sections_pb, self.expected)
+        ]
+
+    def __repr__(self) -> str:
+        total = sum(self.expected)
+        return f"DISExperiment(case={self.case!r}, windows={len(self.names)}, expected={total:.0f})"
