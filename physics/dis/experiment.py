@@ -177,10 +177,11 @@ class DISExperiment:
         return torch.log(grid.density(values[j], u, w)) - torch.log(jac)
 
     def contains(self, events: Tensor, dataset: int | str) -> Tensor:
-        """Whether events [..., 2] lie in the dataset's window and cuts (a mask [...])."""
+        """Whether events [..., 2] lie in the dataset's window and cuts (a mask [...]; 1e-9 of slack for rounding)."""
         grid = self.grids[self.index(dataset)]
         u, w = grid.to_uw(events[..., 0], events[..., 1])
-        return (u >= grid.u[0]) & (u <= grid.u[-1]) & (w >= 0) & (w <= 1)
+        tol = 1e-9
+        return (u >= grid.u[0] - tol) & (u <= grid.u[-1] + tol) & (w >= -tol) & (w <= 1 + tol)
 
     def summary(self) -> list[dict[str, float | str]]:
         """Per-dataset rows (name, Q^2 window, cross section, expected count) for reports."""
