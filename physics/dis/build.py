@@ -30,7 +30,7 @@ from physics.dis.operator import (
     settings_key,
 )
 from physics.dis.pdf import INPUT_PIDS
-from qcdgip.config import load_config
+from qcdgip.config import load_config, load_yaml
 
 __all__ = ["build_operator", "cache_dir", "check_points", "pdf_q2_nodes", "resolve_operator"]
 
@@ -217,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", help="DIS runcard (its physics section, or a bare DIS config); default settings")
     p.add_argument("--out", default=str(SHIPPED), help=f"output file (default: the shipped {SHIPPED.name})")
     args = p.parse_args(argv)
-    config = load_config(args.config, DISConfig) if args.config else DISConfig()
+    config = DISConfig()
+    if args.config:  # a closure runcard's physics section, or a bare DIS config
+        config = load_config(args.config, DISConfig, section="physics" if "physics" in load_yaml(args.config) else None)
     start = time.perf_counter()
     op = build_operator(config)
     path = op.save(args.out)
