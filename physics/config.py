@@ -221,7 +221,33 @@ def _default_datasets() -> list[DatasetSpec]:
     ]
 
 
-class PhysicsConfig(StrictModel):
+class ParameterVectors:
+    """Names, truths and box edges of a config's ``parameters`` (a list of :class:`ParameterSpec`) in order."""
+
+    parameters: list[ParameterSpec]
+
+    @property
+    def parameter_names(self) -> list[str]:
+        """Names of the parameters in vector order."""
+        return [p.name for p in self.parameters]
+
+    @property
+    def truth(self) -> list[float]:
+        """True parameter values in vector order."""
+        return [p.truth for p in self.parameters]
+
+    @property
+    def low(self) -> list[float]:
+        """Lower edges of the prior box."""
+        return [p.low for p in self.parameters]
+
+    @property
+    def high(self) -> list[float]:
+        """Upper edges of the prior box."""
+        return [p.high for p in self.parameters]
+
+
+class PhysicsConfig(ParameterVectors, StrictModel):
     """The toy forward model: PDFs, parameters, observables, datasets and event-count cases.
 
     Parameters come in triples (N, a, b) per flavour, in the order of ``flavors``:
@@ -292,26 +318,6 @@ class PhysicsConfig(StrictModel):
         if self.case not in self.cases:
             raise ValueError(f"case: {self.case!r} is not one of the defined cases {sorted(self.cases)}")
         return self
-
-    @property
-    def parameter_names(self) -> list[str]:
-        """Names of the parameters in vector order."""
-        return [p.name for p in self.parameters]
-
-    @property
-    def truth(self) -> list[float]:
-        """True parameter values in vector order."""
-        return [p.truth for p in self.parameters]
-
-    @property
-    def low(self) -> list[float]:
-        """Lower edges of the prior box."""
-        return [p.low for p in self.parameters]
-
-    @property
-    def high(self) -> list[float]:
-        """Upper edges of the prior box."""
-        return [p.high for p in self.parameters]
 
     def with_case(self, case: str) -> PhysicsConfig:
         """Return a copy with another event-count case selected (validated)."""

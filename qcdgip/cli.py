@@ -94,6 +94,17 @@ def shortcut_values(args: argparse.Namespace, shortcuts: Mapping[str, str]) -> d
     return {path: getattr(args, dest) for dest, path in shortcuts.items() if getattr(args, dest, None) is not None}
 
 
+def truth_values(text: str, names: list[str]) -> dict[str, float]:
+    """The dotted-path values of ``--truth a,b,...``: one number per parameter, in the runcard's order."""
+    try:
+        truth = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--truth: not a comma-separated list of numbers: {text!r}") from None
+    if len(truth) != len(names):
+        raise ValueError(f"--truth: need {len(names)} values ({names}), got {len(truth)}")
+    return {f"physics.parameters.{i}.truth": v for i, v in enumerate(truth)}
+
+
 def resolve_runcard(
     model: type[_M], args: argparse.Namespace, shortcuts: Mapping[str, Any] | None = None, section: str | None = None
 ) -> _M:

@@ -21,7 +21,7 @@ from typing import Any
 from inverse.gan.config import ClosureConfig
 from inverse.gan.run import run_closure
 from qcdgip import runtime
-from qcdgip.cli import command_parser, default_out, resolve_runcard, run_command, shortcut_values
+from qcdgip.cli import command_parser, default_out, resolve_runcard, run_command, shortcut_values, truth_values
 
 __all__ = ["SHORTCUTS", "build_parser", "main", "resolve_config"]
 
@@ -79,14 +79,7 @@ def _special(args: argparse.Namespace, base: ClosureConfig) -> dict[str, Any]:
     elif args.detector == "on" and base.physics.detector is None:
         values["physics.detector"] = {}
     if args.truth is not None:
-        try:
-            truth = [float(v) for v in args.truth.split(",")]
-        except ValueError:
-            raise ValueError(f"--truth: not a comma-separated list of numbers: {args.truth!r}") from None
-        names = base.physics.parameter_names
-        if len(truth) != len(names):
-            raise ValueError(f"--truth: need {len(names)} values ({names}), got {len(truth)}")
-        values.update({f"physics.parameters.{i}.truth": v for i, v in enumerate(truth)})
+        values.update(truth_values(args.truth, base.physics.parameter_names))
     return values
 
 

@@ -37,16 +37,18 @@ def plot_replica_histograms(
     path: str | Path,
     truth: np.ndarray | None = None,
     bootstrap_mles: np.ndarray | None = None,
+    reference_label: str = "MCMC posterior",
 ) -> Path:
     """Per parameter: histogram of the replicas' estimates over the MCMC posterior density.
 
     Args:
         estimates: replica estimates [R, D].
-        posterior: posterior draws [S, D].
+        posterior: posterior draws [S, D] (or any reference sample, named by ``reference_label``; S may be 0).
         names: parameter names.
         path: output PNG.
         truth: true parameters (dashed line).
         bootstrap_mles: the exact bootstrap MLEs of the same replicas [R, D] (ticks under the axis).
+        reference_label: the legend's name of ``posterior``.
 
     Returns:
         The path.
@@ -59,10 +61,11 @@ def plot_replica_histograms(
         if i >= n:
             ax.axis("off")
             continue
-        lo = min(posterior[:, i].min(), estimates[:, i].min())
-        hi = max(posterior[:, i].max(), estimates[:, i].max())
+        both = np.concatenate([posterior[:, i], estimates[:, i]])
+        lo, hi = both.min(), both.max()
         bins = np.linspace(lo, hi, 40)
-        ax.hist(posterior[:, i], bins=bins, density=True, color="tab:blue", alpha=0.35, label="MCMC posterior")
+        if len(posterior):
+            ax.hist(posterior[:, i], bins=bins, density=True, color="tab:blue", alpha=0.35, label=reference_label)
         ax.hist(
             estimates[:, i],
             bins=np.linspace(lo, hi, int(np.clip(2 * np.sqrt(len(estimates)), 5, 40))),

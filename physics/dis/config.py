@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from scipy.special import beta
 
-from physics.config import ParameterSpec
+from physics.config import ParameterSpec, ParameterVectors
 from qcdgip.config import StrictModel
 
 __all__ = [
@@ -153,7 +153,7 @@ def _default_windows() -> list[WindowSpec]:
     return [WindowSpec(name=f"Q2_{lo:g}_{hi:g}", q2_min=lo, q2_max=hi) for lo, hi in pairwise(edges)]
 
 
-class DISConfig(StrictModel):
+class DISConfig(ParameterVectors, StrictModel):
     """The DIS closure problem: parameters, PDFs, theory, grids, kinematics, Q^2 windows and event cases."""
 
     parameters: list[ParameterSpec] = Field(default_factory=_default_parameters, description="free parameters")
@@ -196,33 +196,9 @@ class DISConfig(StrictModel):
         _check_momentum(self)
         return self
 
-    @property
-    def parameter_names(self) -> list[str]:
-        """Names of the free parameters in order."""
-        return [p.name for p in self.parameters]
-
-    @property
-    def truth(self) -> list[float]:
-        """True parameter values."""
-        return [p.truth for p in self.parameters]
-
-    @property
-    def low(self) -> list[float]:
-        """Lower prior-box edges."""
-        return [p.low for p in self.parameters]
-
-    @property
-    def high(self) -> list[float]:
-        """Upper prior-box edges."""
-        return [p.high for p in self.parameters]
-
     def with_case(self, case: str) -> DISConfig:
-        """The same problem with another event case."""
-        return (
-            self.model_copy(update={"case": case})
-            if case in self.cases
-            else DISConfig(**{**self.model_dump(), "case": case})
-        )
+        """Return a copy with another event case selected (validated)."""
+        return DISConfig.model_validate({**self.model_dump(), "case": case})
 
 
 def _shape_values(pdf: PDFConfig) -> list[tuple[str, Value]]:

@@ -83,12 +83,8 @@ class WindowGrid:
 
     def vertices(self) -> tuple[Tensor, Tensor, Tensor]:
         """Vertex points: x and Q^2 [(R+1) (C+1)] and the Jacobian d(x, Q^2)/d(u, w) [(R+1) (C+1)]."""
-        z_lo, z_hi = self.z_bounds(self.u)
-        z = z_lo[:, None] + self.w[None, :] * (z_hi - z_lo)[:, None]
-        x = torch.sigmoid(z)
-        q2 = torch.exp(self.u)[:, None].expand_as(z)
-        jac = q2 * x * (1 - x) * (z_hi - z_lo)[:, None]
-        return x.reshape(-1), q2.reshape(-1), jac.reshape(-1)
+        u, w = torch.meshgrid(self.u, self.w, indexing="ij")
+        return tuple(v.reshape(-1) for v in self.to_xq2(u, w))
 
     def to_uw(self, x: Tensor, q2: Tensor) -> tuple[Tensor, Tensor]:
         """(u, w) of events."""

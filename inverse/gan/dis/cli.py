@@ -16,7 +16,7 @@ import argparse
 from inverse.gan.dis.config import DISClosureConfig
 from inverse.gan.dis.run import run_dis_closure
 from qcdgip import runtime
-from qcdgip.cli import command_parser, default_out, resolve_runcard, run_command, shortcut_values
+from qcdgip.cli import command_parser, default_out, resolve_runcard, run_command, shortcut_values, truth_values
 
 __all__ = ["SHORTCUTS", "build_parser", "main"]
 
@@ -46,14 +46,7 @@ def resolve_config(args: argparse.Namespace) -> DISClosureConfig:
     shortcuts = shortcut_values(args, SHORTCUTS)
     if args.truth is not None:
         plain = resolve_runcard(DISClosureConfig, argparse.Namespace(config=args.config, set=[]))
-        try:
-            truth = [float(v) for v in args.truth.split(",")]
-        except ValueError:
-            raise ValueError(f"--truth: not a comma-separated list of numbers: {args.truth!r}") from None
-        names = plain.physics.parameter_names
-        if len(truth) != len(names):
-            raise ValueError(f"--truth: need {len(names)} values ({names}), got {len(truth)}")
-        shortcuts.update({f"physics.parameters.{i}.truth": v for i, v in enumerate(truth)})
+        shortcuts.update(truth_values(args.truth, plain.physics.parameter_names))
     return resolve_runcard(DISClosureConfig, args, shortcuts)
 
 

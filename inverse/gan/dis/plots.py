@@ -11,13 +11,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from inverse.gan.plots import plot_training
+from inverse.gan.plots import plot_replica_histograms, plot_training
 from physics.dis.experiment import DISExperiment
 from physics.dis.lhapdf import OUTPUT_PIDS, evolved_pdfs
 from physics.dis.sampling import DISSampler
 from physics.pseudodata import EventData
 
-__all__ = ["plot_dis_closure", "plot_f2_windows", "plot_pdf_panels", "plot_replica_spread"]
+__all__ = ["plot_dis_closure", "plot_f2_windows", "plot_pdf_panels"]
 
 _FLAVOURS = {"u_v": (2, -2), "d_v": (1, -1), "ubar": (-2,), "g": (21,)}  # u_v = u - ubar, d_v = d - dbar
 
@@ -102,31 +102,6 @@ def plot_f2_windows(experiment: DISExperiment, data: EventData, est: np.ndarray,
     return Path(path)
 
 
-def plot_replica_spread(est: np.ndarray, boot: np.ndarray, names: list[str], truth: np.ndarray, path: Path) -> Path:
-    """Per parameter: the replicas' histogram over their exact bootstrap MLEs', with the truth."""
-    n = len(names)
-    cols = min(3, n)
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False)
-    for i, ax in enumerate(axes.ravel()):
-        if i >= n:
-            ax.axis("off")
-            continue
-        both = np.concatenate([est[:, i], boot[:, i]]) if len(boot) else est[:, i]
-        bins = np.linspace(both.min(), both.max(), 25)
-        if len(boot):
-            ax.hist(boot[:, i], bins=bins, density=True, color="tab:blue", alpha=0.35, label="bootstrap MLEs")
-        ax.hist(est[:, i], bins=bins, density=True, histtype="step", color="tab:red", lw=1.5, label="GAN replicas")
-        ax.axvline(truth[i], color="k", ls="--", lw=1, label="truth")
-        ax.set_xlabel(names[i])
-        ax.set_yticks([])
-    axes[0, 0].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
-
-
 def plot_dis_closure(experiment: DISExperiment, data: EventData, model, ref: dict, out: Path) -> None:
     """Every plot of the DIS closure into ``out``."""
     est = model.estimates().numpy()
@@ -134,7 +109,7 @@ def plot_dis_closure(experiment: DISExperiment, data: EventData, model, ref: dic
     plot_pdf_panels(experiment, est, out / "pdfs.png")
     plot_f2_windows(experiment, data, est, out / "f2.png")
     boot = ref["bootstrap_mles"]
-    plot_replica_spread(est, boot, names, truth, out / "replicas.png")
+    plot_replica_histograms(est, boot, names, out / "replicas.png", truth, reference_label="bootstrap MLEs")
     steps = int(model.step_count)
     plot_training(model.theta_history[:steps].numpy(), model.loss_history[:steps].numpy(), names,
                   out / "training.png", ref["mle"], ref["crlb_sd"], targets=boot if len(boot) == len(est) else None,
