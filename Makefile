@@ -8,9 +8,9 @@ STAMP := $(VENV)/.installed-stamp
 OUT ?= runs/closure
 DIS_OUT ?= runs/closure-dis
 ARGS ?= --resume
-NOT_SLOW := not slow and not mpi and not slurm and not gpu
+NOT_SLOW := not slow and not mpi and not slurm and not gpu and not rebuild
 
-.PHONY: venv dis-operator closure-dis closure closure-detector closure-mcmc reference surrogate closure-surrogate vaim vaim-pdf hpo ensemble test test-slow lint format docs docs-serve bench threads mainjob scaling peers clean
+.PHONY: venv dis-operator closure-dis closure closure-detector closure-mcmc reference surrogate closure-surrogate vaim vaim-pdf hpo ensemble test test-slow test-rebuild lint format docs docs-serve bench threads mainjob scaling peers clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,7 @@ closure-surrogate: $(STAMP)  ## the closure test with the trained surrogate (mak
 		--out runs/closure-$(KIND) $(ARGS)
 
 PROBLEM ?= x2
-vaim: $(STAMP)  ## VAIM: train and draw every solution (PROBLEM=x2|sin|circle|pdf_shapes|pdf_counts)
+vaim: $(STAMP)  ## VAIM: train and draw every solution (PROBLEM=x2|sin|circle|pdf_shapes|pdf_counts|dis_counts)
 	$(PY) -m inverse.vaim --config configs/vaim_$(PROBLEM).yaml --out runs/vaim-$(PROBLEM) $(ARGS)
 
 vaim-pdf: $(STAMP)  ## VAIM on the PDF toy, shapes only and shapes + counts, and one plot of both (~5 min)
@@ -60,7 +60,7 @@ vaim-pdf: $(STAMP)  ## VAIM on the PDF toy, shapes only and shapes + counts, and
 HPO ?= gan
 EVALUATOR ?= serial
 WORKERS ?= 2
-hpo: $(STAMP)  ## hyperparameter search (HPO=gan|quick|stopper|vaim, EVALUATOR=serial|thread|process|mpi, WORKERS=N)
+hpo: $(STAMP)  ## hyperparameter search (HPO=gan|quick|stopper|vaim|dis, EVALUATOR=serial|thread|process|mpi, WORKERS=N)
 	$(PY) -m hpo.search --config configs/hpo_$(HPO).yaml --out runs/hpo-$(HPO) --evaluator $(EVALUATOR) \
 		--workers $(WORKERS) $(HPO_ARGS)
 
@@ -74,7 +74,10 @@ test: $(STAMP)  ## fast tests (~7 min on 2 cores)
 	$(PY) -m pytest -m "$(NOT_SLOW)"
 
 test-slow: $(STAMP)  ## slow statistical checks, real MPI searches (mpiexec), the batch scripts on a local Slurm cluster
-	$(PY) -m pytest -m "slow or mpi or slurm or gpu"
+	$(PY) -m pytest -m "(slow or mpi or slurm or gpu) and not rebuild"
+
+test-rebuild: $(STAMP)  ## rebuild the DIS operator with eko x yadism and compare it with the shipped file (~15 min)
+	$(PY) -m pytest -m rebuild
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --no-cache .
@@ -106,9 +109,10 @@ mainjob: $(STAMP)  ## the main job's wall time, stage by stage (measure on an id
 scaling: $(STAMP)  ## weak scaling: MPI search over 1, 2, 4 workers; one GAN data-parallel over 1, 2 processes
 	$(PY) benchmarks/scaling.py
 
-peers: $(STAMP)  ## the GAN, the MCMC posterior and sbi's NPE on the same data (installs the peers extra)
+PEERS_ARGS ?=
+peers: $(STAMP)  ## the GAN, the MCMC posterior and sbi's NPE on the same data (PEERS_ARGS="--problem dis" for DIS)
 	$(VENV)/bin/pip install -q -c constraints.txt -e ".[peers]"
-	$(PY) benchmarks/peers.py
+	$(PY) benchmarks/peers.py $(PEERS_ARGS)
 
 clean:
 	rm -rf $(VENV) runs site .pytest_cache .ruff_cache *.egg-info

@@ -1,7 +1,8 @@
 """Validated search runcards (``python -m hpo.search --config``): solver, k-fold scoring, loss, space, search.
 
-A search YAML names the solver's own runcard (``base``: a ``inverse.closure`` or ``inverse.vaim`` YAML, relative
-to the search file), optional ``overrides`` of it, and a ``space`` whose keys are dotted paths into that runcard::
+A search YAML names the solver's own runcard (``base``: a ``inverse.closure``, ``inverse.gan.dis`` or
+``inverse.vaim`` YAML, relative to the search file), optional ``overrides`` of it, and a ``space`` whose keys
+are dotted paths into that runcard::
 
     space:
       gan.optimizer_g.lr: {low: 0.05, high: 1.0, log: true}        # real range, log-uniform
@@ -24,10 +25,12 @@ from hpo.kfold import KFoldConfig
 from hpo.losses import LOSS_TYPES, STATISTICS, HyperLoss
 from hpo.penalties import PENALTIES
 from inverse.gan.config import ClosureConfig
+from inverse.gan.dis.config import DISClosureConfig
 from inverse.vaim.config import VAIMConfig
 from qcdgip.config import StrictModel, apply_overrides, load_yaml, parse_config
 
 __all__ = [
+    "SOLVER_COMMANDS",
     "Dimension",
     "LossSettings",
     "SearchConfig",
@@ -168,8 +171,10 @@ class SearchSettings(StrictModel):
 class SearchConfig(StrictModel):
     """A search runcard: what is tuned, how a trial is scored, and the search's budget."""
 
-    solver: Literal["gan", "vaim"] = Field(
-        "gan", description="the solver tuned: gan (python -m inverse.closure) or vaim (python -m inverse.vaim)"
+    solver: Literal["gan", "gan_dis", "vaim"] = Field(
+        "gan",
+        description="the solver tuned: gan (python -m inverse.closure), gan_dis (the GAN on DIS events, python -m "
+        "inverse.gan.dis; folds over Q^2 windows) or vaim (python -m inverse.vaim)",
     )
     base: str | None = Field(None, description="the solver's runcard (relative to this file); None: defaults")
     overrides: dict[str, Any] = Field(default_factory=dict, description="dotted paths set in the base runcard")
@@ -193,7 +198,7 @@ class SearchConfig(StrictModel):
                     raise ValueError(f"space.{name}.when: {bad} are not values of {parent!r}")
         if self.loss.loss_type == "future_test":
             parts = self.kfold.partitions
-            if self.solver != "gan":
+            if self.solver == "vaim":
                 raise ValueError("loss.loss_type: future_test scores dataset partitions, a GAN search (solver: gan)")
             if not parts or len(parts) < 2 or parts[-1].datasets:
                 raise ValueError(
@@ -203,9 +208,12 @@ class SearchConfig(StrictModel):
         return self
 
 
+SOLVER_COMMANDS = {"gan": "inverse.closure", "gan_dis": "inverse.gan.dis", "vaim": "inverse.vaim"}
+
+
 def solver_model(solver: str) -> type[BaseModel]:
     """The runcard model of a solver."""
-    return ClosureConfig if solver == "gan" else VAIMConfig
+    return {"gan": ClosureConfig, "gan_dis": DISClosureConfig, "vaim": VAIMConfig}[solver]
 
 
 def load_search_config(path: str | Path) -> tuple[SearchConfig, dict[str, Any]]:

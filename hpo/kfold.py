@@ -55,6 +55,9 @@ class KFoldConfig(StrictModel):
     folds: int = Field(4, ge=2, le=100, description="VAIM: folds of the simulated pairs")
     replicas: int = Field(10, ge=1, le=10_000, description="R replicas per fold")
     n_bins: int = Field(10, ge=1, le=1000, description="log-x bins per dataset for the held-out chi2")
+    dis_bins: tuple[int, int] = Field(
+        (2, 4), description="DIS: (ln Q^2, x) bins per Q^2 window for the held-out chi2 (2-D table blocks)"
+    )
     heldout_points: int = Field(256, ge=1, description="VAIM: held-out pairs scored per fold")
     vectorize: bool = Field(True, description="train all folds x replicas in one model (False: fold by fold)")
 

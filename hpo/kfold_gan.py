@@ -25,6 +25,8 @@ from inverse.gan.model import InverseGAN
 from inverse.gan.training import fit_gan
 from physics.binned import BinnedView
 from physics.datasets import Experiment
+from physics.dis.binned import DISBinnedView
+from physics.dis.experiment import DISExperiment
 from physics.pseudodata import EventData
 
 __all__ = ["run_gan_folds"]
@@ -53,7 +55,11 @@ class _Folds:
         self.parts = partitions(kfold, experiment)
         self.masks = fold_masks(kfold, experiment)
         self.n_rep = kfold.replicas
-        self.view = BinnedView(experiment, data, n_bins=kfold.n_bins)
+        if isinstance(experiment, DISExperiment):
+            events = [torch.as_tensor(e) for e in data.events]
+            self.view = DISBinnedView(experiment, events, n_u=kfold.dis_bins[0], n_w=kfold.dis_bins[1])
+        else:
+            self.view = BinnedView(experiment, data, n_bins=kfold.n_bins)
         self.box = tuple(np.asarray(v, dtype=float) for v in (experiment.theory.low, experiment.theory.high))
         truth_t = None if truth is None else torch.as_tensor(np.asarray(truth, dtype=float)[None])
         self.truth_pred = None if truth_t is None else [p[0].numpy() for p in self.view.predictions(truth_t)]
@@ -72,7 +78,7 @@ class _Folds:
         """Fold k's held-out predictions, data, law and full-fit predictions."""
         held = [self.experiment.names.index(n) for n in self.parts[k].datasets]
         cat = (lambda arrays: np.concatenate(arrays, axis=-1)) if held else (lambda arrays: np.zeros((self.n_rep, 0)))
-        obs = np.concatenate([self.view.datasets[j].counts for j in held]) if held else np.zeros(0)
+        obs = np.concatenate([self.view.counts_of(j) for j in held]) if held else np.zeros(0)
         law = None
         if self.truth_pred is not None:
             law = np.concatenate([self.truth_pred[j] for j in held]) if held else np.zeros(0)
@@ -107,12 +113,12 @@ class _Folds:
         curve_theta = torch.cat([model.theta_history[at].transpose(0, 1), est[:, None]], dim=1)
         if config.training.bootstrap:
             oob = [
-                np.stack([np.histogram(x[w.numpy() == 0], bins=b.edges)[0] for w in model.weights(j)]).astype(float)
-                for j, (x, b) in enumerate(zip(self.data.events, self.view.datasets))
+                np.stack([self.view.histogram(x[w.numpy() == 0], j) for w in model.weights(j)])
+                for j, x in enumerate(self.data.events)
             ]
             scale = math.exp(-1.0)
         else:
-            oob = [np.tile(b.counts, (n_ids, 1)) for b in self.view.datasets]
+            oob = [np.tile(self.view.counts_of(j), (n_ids, 1)) for j in range(len(self.data.events))]
             scale = 1.0
         with torch.no_grad():
             return validation_chi2(self.view, curve_theta, oob, scale, mask.numpy()), at
@@ -148,7 +154,7 @@ class _Folds:
 
 def run_gan_folds(
     config: GANConfig,
-    experiment: Experiment,
+    experiment: Experiment | DISExperiment,
     data: EventData,
     kfold: KFoldConfig,
     truth: np.ndarray | None = None,
@@ -160,7 +166,7 @@ def run_gan_folds(
 
     Args:
         config: the GAN settings of the trial (``training.replicas`` is ignored: ``kfold.replicas`` per fold).
-        experiment: datasets with luminosities.
+        experiment: datasets with luminosities: the toy's, or DIS Q^2 windows (events [n, 2], 2-D bins).
         data: the events.
         kfold: partitions, R, binning, vectorization.
         truth: true parameters (closure), for the bias/variance loss; None for real data.

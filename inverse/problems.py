@@ -10,6 +10,8 @@ output. Built in:
 ``pdf_binned``      the toy's binned sigma1, sigma2 event counts of the datasets, ``mode="counts"`` (expected
                     counts: well posed) or ``mode="shapes"`` (all counts rescaled to the case's fixed total, an
                     unknown absolute luminosity, so a common scale of Nu and Nd leaves them unchanged: ill-posed).
+``dis_binned``      inclusive DIS: expected event counts in 2-D (ln Q^2 x w) bins of every Q^2 window
+                    (:class:`physics.dis.binned.DISBinnedView`), of the default DIS problem or a runcard's.
 
 References:
     Almaeen, Alanazi, Sato, Melnitchouk, Kuchera, Li, "Variational Autoencoder Inverse Mapper: An End-to-End
@@ -31,9 +33,22 @@ from torch import Tensor
 from physics.binned import log_bins
 from physics.config import PhysicsConfig
 from physics.datasets import Experiment
+from physics.dis.binned import DISBinnedView
+from physics.dis.config import DISConfig
+from physics.dis.experiment import DISExperiment
 from physics.quadrature import integrate_terms, logit_rule
+from qcdgip.config import load_yaml, parse_config
 
-__all__ = ["Simulator", "check_simulator", "load_simulator", "pdf_binned", "sine", "square", "sum_of_squares"]
+__all__ = [
+    "Simulator",
+    "check_simulator",
+    "dis_binned",
+    "load_simulator",
+    "pdf_binned",
+    "sine",
+    "square",
+    "sum_of_squares",
+]
 
 Simulator = Callable[..., Tensor]
 
@@ -107,6 +122,38 @@ def pdf_binned(
             for j in idx:
                 blocks[j] = blocks[j] * (expected / total.clamp_min(1e-300))
     return torch.cat(blocks, dim=-1).to(theta)
+
+
+@functools.lru_cache(maxsize=4)
+def _dis_setup(n_u: int, n_w: int, case: str | None, runcard: str | None) -> DISBinnedView:
+    config = DISConfig()
+    if runcard is not None:
+        physics = load_yaml(runcard).get("physics") or {}
+        config = parse_config(DISConfig, physics, f"{runcard} (physics)")
+    return DISBinnedView(DISExperiment(config.with_case(case) if case else config), None, n_u=n_u, n_w=n_w)
+
+
+def dis_binned(theta: Tensor, n_u: int = 2, n_w: int = 4, case: str | None = None,
+               runcard: str | None = None) -> Tensor:  # fmt: skip
+    """Expected DIS event counts in 2-D bins of every Q^2 window, [n, D] -> [n, J * n_u * n_w].
+
+    Args:
+        theta: the DIS problem's free parameters per row (default: a_uv, b_uv, A_S, a_S, a_g).
+        n_u: ln Q^2 bins per window.
+        n_w: bins across x between the cuts per window.
+        case: the event-count case (A, B, C); None: the runcard's (default B).
+        runcard: a DIS closure runcard whose ``physics`` section defines the problem; None: the defaults.
+
+    Returns:
+        Expected counts, dtype and device of ``theta``.
+    """
+    view = _dis_setup(int(n_u), int(n_w), case, runcard)
+    names = view.experiment.parameter_names
+    if theta.ndim != 2 or theta.shape[-1] != len(names):
+        raise ValueError(f"dis_binned: theta must be [n, {len(names)}] ({names}), got {tuple(theta.shape)}")
+    with torch.no_grad():
+        rows = [torch.cat(view.predictions(chunk), -1) for chunk in theta.to(torch.float64).cpu().split(512)]
+    return torch.cat(rows).to(theta)
 
 
 def load_simulator(spec: str, kwargs: dict[str, Any] | None = None, field: str = "problem.simulator") -> Simulator:

@@ -90,6 +90,14 @@ class BinnedView:
         """Total number of bins."""
         return sum(len(b.counts) for b in self.datasets)
 
+    def counts_of(self, j: int) -> np.ndarray:
+        """Observed counts of dataset j, [K_j]."""
+        return self.datasets[j].counts
+
+    def histogram(self, events: np.ndarray, j: int) -> np.ndarray:
+        """Counts of other events of dataset j (e.g. a replica's out-of-bag ones) in its bins, [K_j]."""
+        return np.histogram(events, bins=self.datasets[j].edges)[0].astype(np.float64)
+
     def predictions(self, theta: Tensor) -> list[Tensor]:
         """Expected counts per bin, one [B, K_j] tensor per dataset."""
         theory = self.experiment.theory

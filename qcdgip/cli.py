@@ -37,7 +37,7 @@ from qcdgip.errors import (
     RunFailedError,
 )
 
-__all__ = ["command_parser", "default_out", "resolve_runcard", "run_command", "shortcut_values"]
+__all__ = ["command_parser", "default_out", "joined_values", "resolve_runcard", "run_command", "shortcut_values"]
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -92,6 +92,24 @@ def default_out(args: argparse.Namespace, command: str) -> Path:
 def shortcut_values(args: argparse.Namespace, shortcuts: Mapping[str, str]) -> dict[str, Any]:
     """The dotted-path values of the shortcut options that were given (``{"steps": "gan.training.steps"}``)."""
     return {path: getattr(args, dest) for dest, path in shortcuts.items() if getattr(args, dest, None) is not None}
+
+
+def joined_values(argv: list[str] | None, options: tuple[str, ...] = ("--truth",)) -> list[str]:
+    """The command line with ``--truth -0.3,3.0`` joined into ``--truth=-0.3,3.0``.
+
+    argparse takes a value that starts with ``-`` and is not a plain number for the next option.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        if args[i] in options and i + 1 < len(args) and args[i + 1][:1] == "-" and args[i + 1][1:2] in "0123456789.":
+            out.append(f"{args[i]}={args[i + 1]}")
+            i += 2
+        else:
+            out.append(args[i])
+            i += 1
+    return out
 
 
 def truth_values(text: str, names: list[str]) -> dict[str, float]:

@@ -23,10 +23,12 @@ from hpo.search.cli import main as search_main
 from inverse.gan.cli import build_parser as closure_parser
 from inverse.gan.cli import main as closure_main
 from inverse.gan.cli import resolve_config
+from inverse.gan.dis.cli import build_parser as dis_parser
 from inverse.gan.dis.cli import main as closure_dis_main
 from inverse.vaim.cli import main as vaim_main
 from physics.generate import main as generate_main
 from physics.reference import main as reference_main
+from qcdgip.cli import joined_values, truth_values
 from qcdgip.config import parse_assignments
 from qcdgip.console import COMMANDS
 from qcdgip.console import main as console_main
@@ -86,6 +88,15 @@ def test_the_console_script_lists_and_dispatches_every_command(capsys):
     with pytest.raises(SystemExit) as stop:
         console_main(["closure", "--help"])
     assert stop.value.code == 0 and "--truth" in capsys.readouterr().out
+
+
+def test_a_truth_that_starts_with_a_minus_sign_is_read_as_its_value(tmp_path):
+    argv = ["--config", str(tiny_closure(tmp_path)), "--truth", "-2,-0.4,3,1,-0.5,4"]
+    args = closure_parser().parse_args(joined_values(argv))
+    assert args.truth == "-2,-0.4,3,1,-0.5,4"
+    assert joined_values(["--truth", "2,3", "--steps", "-1"]) == ["--truth", "2,3", "--steps", "-1"]
+    dis = dis_parser().parse_args(joined_values(["--truth", "-.3,3,0.1,-1.1,-0.8"]))
+    assert truth_values(dis.truth, list("abcde"))["physics.parameters.0.truth"] == -0.3
 
 
 def test_set_reads_yaml_values_and_reaches_any_field_lists_included(tmp_path):

@@ -254,7 +254,7 @@ def test_shipped_operator_matches_its_checksum():
     assert hashlib.sha256(SHIPPED.read_bytes()).hexdigest() == recorded
 
 
-@pytest.mark.slow
+@pytest.mark.rebuild
 def test_rebuilding_the_operator_gives_the_shipped_file(config):
     from physics.dis.build import build_operator
 

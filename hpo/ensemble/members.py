@@ -44,8 +44,9 @@ def select_members(search: Path, top: int) -> tuple[SearchConfig, dict[str, Any]
     config = parse_config(SearchConfig, load_yaml(search / "config.yaml"), str(search / "config.yaml"))
     if config.solver != "gan":
         raise ValueError(
-            f"{search / 'config.yaml'}: solver {config.solver!r}: the ensemble combines parameter estimates of the "
-            "GAN solver (a VAIM search maps observables to several solutions, not one estimate with replicas)"
+            f"{search / 'config.yaml'}: solver {config.solver!r}: the ensemble refits and combines the toy GAN's "
+            "searches (solver: gan); a VAIM search maps observables to several solutions, not one estimate with "
+            "replicas, and DIS searches (gan_dis) are scored but not yet refitted as an ensemble"
         )
     missing = [f"p:{name}" for name in config.space if f"p:{name}" not in df.columns]
     if missing:

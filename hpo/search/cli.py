@@ -127,6 +127,14 @@ def prepare_run_dir(out: Path, config: SearchConfig, runcard: dict[str, Any], ov
 
         card = solver_model("gan").model_validate(runcard)
         load_or_generate(Experiment(card.physics), card.data.seed, out / "data", overwrite)
+    elif config.solver == "gan_dis":
+        from inverse.gan.dis.run import load_or_generate_dis
+        from physics.dis.experiment import DISExperiment
+
+        card = solver_model("gan_dis").model_validate(runcard)
+        if overwrite:
+            (out / "data" / "events.npz").unlink(missing_ok=True)
+        load_or_generate_dis(DISExperiment(card.physics), card.data.seed, out / "data" / "events.npz")
 
 
 def _search(args: argparse.Namespace, argv: list[str], out: Path, rank: list[int | None]) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from hpo.config import SearchConfig, solver_model
+from hpo.config import SOLVER_COMMANDS, SearchConfig, solver_model
 from hpo.search.plots import pd_num, plot_objective, plot_utilisation
 from qcdgip.config import apply_overrides
 from qcdgip.runs import write_json
@@ -84,7 +84,7 @@ def finalize(
             f"# Best trial of the search in {out} (job {int(best['job_id'])}, loss {best['loss']:.6g} = "
             f"{config.loss.loss_type}, {config.loss.replica_statistic} over replicas, "
             f"{config.loss.fold_statistic} over folds).\n# Use: python -m "
-            f"{'inverse.closure' if config.solver == 'gan' else 'inverse.vaim'} --config {out / 'best.yaml'} ...\n"
+            f"{SOLVER_COMMANDS[config.solver]} --config {out / 'best.yaml'} ...\n"
         )
         import yaml
 

@@ -28,7 +28,9 @@ from hpo.kfold_gan import run_gan_folds
 from hpo.kfold_vaim import run_vaim_folds
 from hpo.losses import FoldPoints, HyperLossResult
 from hpo.penalties import patience, saturation
+from inverse.gan.dis.run import load_or_generate_dis
 from physics.datasets import Experiment
+from physics.dis.experiment import DISExperiment
 from physics.pseudodata import EventData, load_events
 from qcdgip import runtime
 from qcdgip.config import apply_overrides
@@ -58,13 +60,17 @@ METADATA_KEYS = (
 _DATA: dict[str, tuple[Experiment, EventData]] = {}
 
 
-def _experiment_and_data(runcard: dict[str, Any], data_dir: Path) -> tuple[Experiment, EventData]:
-    """The experiment and the search's events, loaded once per worker process."""
-    key = json.dumps(runcard["physics"], sort_keys=True) + str(data_dir)
+def _experiment_and_data(runcard: dict[str, Any], data_dir: Path, solver: str) -> tuple[Any, EventData]:
+    """The experiment (toy or DIS) and the search's events, loaded once per worker process."""
+    key = solver + json.dumps(runcard["physics"], sort_keys=True) + str(data_dir)
     if key not in _DATA:
-        config = solver_model("gan").model_validate(runcard)
-        experiment = Experiment(config.physics)
-        _DATA[key] = (experiment, load_events(data_dir, experiment))
+        config = solver_model(solver).model_validate(runcard)
+        if solver == "gan_dis":
+            experiment = DISExperiment(config.physics)
+            _DATA[key] = (experiment, load_or_generate_dis(experiment, config.data.seed, data_dir / "events.npz")[0])
+        else:
+            experiment = Experiment(config.physics)
+            _DATA[key] = (experiment, load_events(data_dir, experiment))
     return _DATA[key]
 
 
@@ -141,8 +147,8 @@ def evaluate(
         return reporter(budget, hyper.compute(points).loss) if points else False
 
     on_report = report if reporter is not None else None
-    if config.solver == "gan":
-        experiment, data = _experiment_and_data(trial_card, data_dir)
+    if config.solver in ("gan", "gan_dis"):
+        experiment, data = _experiment_and_data(trial_card, data_dir, config.solver)
         gan = solver_config.gan.model_copy(
             update={"training": solver_config.gan.training.model_copy(update={"progress": False})}
         )

@@ -21,7 +21,15 @@ from typing import Any
 from inverse.gan.config import ClosureConfig
 from inverse.gan.run import run_closure
 from qcdgip import runtime
-from qcdgip.cli import command_parser, default_out, resolve_runcard, run_command, shortcut_values, truth_values
+from qcdgip.cli import (
+    command_parser,
+    default_out,
+    joined_values,
+    resolve_runcard,
+    run_command,
+    shortcut_values,
+    truth_values,
+)
 
 __all__ = ["SHORTCUTS", "build_parser", "main", "resolve_config"]
 
@@ -92,7 +100,7 @@ def resolve_config(args: argparse.Namespace) -> ClosureConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (:mod:`qcdgip.errors`)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(joined_values(argv))
     out = default_out(args, "closure")
 
     def body() -> None:

@@ -211,7 +211,7 @@ class InverseGAN(StepBatches, nn.Module):
             noise = u.reshape(r * b, *u.shape[2:])
             if self.weighted:
                 x, w = self.sampler.sample_weighted(flat, n, j, noise=noise)
-                out.append(Generated(x.reshape(r, b, -1), w.reshape(r, b, -1)))
+                out.append(Generated(x.reshape(r, b, -1, *x.shape[2:]), w.reshape(r, b, -1)))
             else:
                 events = self.sampler.sample(flat, n, j, noise=noise)
                 out.append(Generated(events.reshape(r, b, n, *events.shape[2:]), None))

@@ -13,6 +13,9 @@ from torch import Tensor
 
 from inverse.gan.config import SamplerConfig
 from physics.datasets import Experiment
+from physics.dis.experiment import DISExperiment
+from physics.dis.mcmc import DISMCMCSampler
+from physics.dis.sampling import DISSampler
 from physics.mcmc import MCMCSampler
 from physics.sampling import EventSampler
 from surrogates.base import SurrogateFileError
@@ -21,12 +24,22 @@ from surrogates.io import load_surrogate
 __all__ = ["Generated", "build_sampler"]
 
 
-def build_sampler(config: SamplerConfig, experiment: Experiment) -> EventSampler:
+def build_sampler(config: SamplerConfig, experiment: Experiment | DISExperiment) -> EventSampler:
     """The event sampler named by ``gan.sampler`` (exact, MCMC or a saved surrogate), behind the detector if any.
+
+    DIS experiments take ``exact`` (:class:`physics.dis.sampling.DISSampler`) or ``mcmc``
+    (:class:`physics.dis.mcmc.DISMCMCSampler`).
 
     Raises:
         SurrogateFileError: the surrogate file is missing, damaged, of another kind, or for other physics.
+        ValueError: a DIS experiment with a surrogate sampler.
     """
+    if isinstance(experiment, DISExperiment):
+        if config.kind == "exact":
+            return DISSampler(experiment)
+        if config.kind == "mcmc":
+            return DISMCMCSampler(experiment, config.mcmc)
+        raise ValueError(f"gan.sampler.kind: DIS events come from 'exact' or 'mcmc', not {config.kind!r}")
     if config.kind == "exact":
         inner: EventSampler = experiment.sampler()
     elif config.kind == "mcmc":

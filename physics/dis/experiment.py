@@ -17,6 +17,7 @@ from physics.dis.build import resolve_operator
 from physics.dis.config import DISConfig
 from physics.dis.fisher import poisson_fisher
 from physics.dis.operator import Operator
+from physics.dis.sparse import FixedSparse
 from physics.dis.structure import StructureFunctions
 from physics.dis.table import WindowGrid
 
@@ -109,16 +110,26 @@ class DISExperiment:
         """
         x, q2, jac = grid.vertices()
         factor, y = self.sf.reduced_factor(x, q2)
-        return {"matrix": self.sf.interpolation_matrix(torch.log(q2), torch.logit(x)), "factor": factor * jac,
-                "y_plus": 1 + (1 - y) ** 2, "y2": y**2}  # fmt: skip
+        return {"matrix": FixedSparse(self.sf.interpolation_matrix(torch.log(q2), torch.logit(x))),
+                "factor": factor * jac, "y_plus": 1 + (1 - y) ** 2, "y2": y**2}  # fmt: skip
 
     def _window_values(self, j: int, nodes: Tensor, lum: float) -> tuple[Tensor, Tensor, Tensor]:
         """(p, L factor F2, interpolated FL / F2) at window j's vertices from node values [B, 2, N]: each [B, V]."""
-        t = {k: v.to(dtype=nodes.dtype, device=nodes.device) for k, v in self._vertex[j].items()}
-        inter = torch.sparse.mm(t["matrix"], nodes.transpose(0, 2).reshape(nodes.shape[2], -1))  # [V, 2 B]
+        t = {k: v.to(nodes) for k, v in self._vertex[j].items() if k != "matrix"}
+        inter = self._vertex[j]["matrix"] @ nodes.transpose(0, 2).reshape(nodes.shape[2], -1)  # [V, 2 B]
         inter = inter.reshape(-1, 2, nodes.shape[0]).permute(2, 1, 0)  # [B, 2, V]
         base = lum * t["factor"] * torch.exp(inter[:, 0])
         return base * (t["y_plus"] - t["y2"] * inter[:, 1]), base, inter[:, 1]
+
+    def node_values(self, theta: Tensor, check: bool = True) -> Tensor:
+        """(ln F2, FL / F2) at the operator's output nodes, [B, 2, N]: what every window's table is built from."""
+        return self.sf.interpolants(theta, check).flatten(2)
+
+    def window_values(self, nodes: Tensor, j: int, luminosity: float | None = None) -> Tensor:
+        """Window j's table p(u, w) at its vertices, [B, R+1, C+1], from node values [B, 2, N]."""
+        lum = self.luminosity if luminosity is None else luminosity
+        g = self.grids[j]
+        return self._window_values(j, nodes, lum)[0].reshape(nodes.shape[0], len(g.u), g.cols + 1)
 
     def vertex_values(
         self, theta: Tensor, luminosity: float | None = None, check: bool = True, only: int | None = None
@@ -127,13 +138,9 @@ class DISExperiment:
 
         ``check=False`` skips the positivity check of F2; ``only`` computes one window (the list holds just it).
         """
-        lum = self.luminosity if luminosity is None else luminosity
-        nodes = self.sf.interpolants(theta, check).flatten(2)  # [B, 2, N]
-        out = []
-        for j in range(len(self.grids)) if only is None else [only]:
-            g = self.grids[j]
-            out.append(self._window_values(j, nodes, lum)[0].reshape(theta.shape[0], len(g.u), g.cols + 1))
-        return out
+        nodes = self.node_values(theta, check)
+        windows = range(len(self.grids)) if only is None else [only]
+        return [self.window_values(nodes, j, luminosity) for j in windows]
 
     def vertex_jacobians(self, theta: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Vertex values [B, R+1, C+1] and their derivatives in theta [B, R+1, C+1, D], per window.
@@ -153,10 +160,10 @@ class DISExperiment:
             p, base, _ = self._window_values(j, nodes, self.luminosity)
             t = {k: v.to(theta) for k, v in self._vertex[j].items() if k != "matrix"}
             flat = d_nodes.permute(2, 1, 0, 3).reshape(n, -1)  # [N, 2 B D]
-            dv = torch.sparse.mm(self._vertex[j]["matrix"].to(theta), flat).reshape(-1, 2, b, d).permute(2, 1, 0, 3)
+            dv = (self._vertex[j]["matrix"] @ flat).reshape(-1, 2, b, d).permute(2, 1, 0, 3)
             dp = p[..., None] * dv[:, 0] - (base * t["y2"])[..., None] * dv[:, 1]  # [B, V, D]
             shape = (b, len(g.u), g.cols + 1)
-            out.append((p.reshape(shape), dp.reshape(*shape, d)))
+            out.append((p.reshape(shape), dp.reshape(*shape, d).contiguous()))
         return out
 
     def expected_counts(self, theta: Tensor) -> Tensor:
@@ -175,6 +182,29 @@ class DISExperiment:
         u, w = grid.to_uw(ev[..., 0], ev[..., 1])
         _, _, jac = grid.to_xq2(u, w)
         return torch.log(grid.density(values[j], u, w)) - torch.log(jac)
+
+    def event_interpolation(self, events: Tensor, dataset: int | str) -> tuple[Tensor, Tensor]:
+        """What log lambda_j at fixed events [n, 2] needs, in float64, independent of theta.
+
+        Returns:
+            (W, log J): the fixed sparse bilinear weights [n, V] with lambda_j(e) J(e) = (W p_j)(e) for the vertex
+            values p_j flattened to [V], and log J = log d(x, Q^2)/d(u, w) at the events [n].
+        """
+        j = self.index(dataset)
+        grid = self.grids[j]
+        ev = events.to(torch.float64)
+        u, w = grid.to_uw(ev[:, 0], ev[:, 1])
+        row, col, t, s = grid.cells(u, w)
+        ncol = grid.cols + 1
+        i00 = row * ncol + col
+        index = torch.stack([i00, i00 + 1, i00 + ncol, i00 + ncol + 1], -1)  # [n, 4]
+        weights = torch.stack([(1 - t) * (1 - s), (1 - t) * s, t * (1 - s), t * s], -1)
+        rows = torch.arange(len(ev)).repeat_interleave(4)
+        shape = (len(ev), len(grid.u) * ncol)
+        matrix = torch.sparse_coo_tensor(
+            torch.stack([rows, index.reshape(-1)]), weights.reshape(-1), shape, check_invariants=False
+        )
+        return FixedSparse(matrix), torch.log(grid.to_xq2(u, w)[2])
 
     def contains(self, events: Tensor, dataset: int | str) -> Tensor:
         """Whether events [..., 2] lie in the dataset's window and cuts (a mask [...]; 1e-9 of slack for rounding)."""

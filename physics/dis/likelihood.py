@@ -12,6 +12,7 @@ References:
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,15 +48,24 @@ class DISLikelihood:
         self.experiment = experiment
         self.events = events
         self.weights = weights if weights is not None else [torch.ones(len(e), dtype=e.dtype) for e in events]
+        self._interp = [experiment.event_interpolation(ev, j) for j, ev in enumerate(events)]
 
-    def __call__(self, theta: Tensor) -> Tensor:
-        """Log L per parameter set [B] (constants dropped)."""
+    def reweighted(self, weights: list[Tensor]) -> DISLikelihood:
+        """The same events with other weights (the event interpolation is shared, not recomputed)."""
+        other = copy.copy(self)
+        other.weights = weights
+        return other
+
+    def __call__(self, theta: Tensor, check: bool = True) -> Tensor:
+        """Log L per parameter set [B] (constants dropped); ``check=False``: NaN where F2 is not positive."""
         exp = self.experiment
-        values = exp.vertex_values(theta)
+        values = exp.vertex_values(theta, check=check)
         total = -torch.stack([g.integral(v) for g, v in zip(exp.grids, values)], -1).sum(-1)
-        for j, (ev, w) in enumerate(zip(self.events, self.weights)):
-            if len(ev):
-                total = total + (exp.log_intensity(theta, ev.to(theta), j, values) * w.to(theta)).sum(-1)
+        for (matrix, log_jac), v, w in zip(self._interp, values, self.weights):
+            if matrix.shape[0]:
+                dens = matrix @ v.reshape(len(v), -1).T  # [n_j, B]
+                log_lam = torch.log(dens.T) - log_jac.to(theta)
+                total = total + (log_lam * w.to(theta)).sum(-1)
         return total
 
 
@@ -118,6 +128,6 @@ def fit_bootstrap_mles(
     scale = cramer_rao(fisher_information(exp, torch.tensor(np.asarray(start, dtype=np.float64)[None])))[1].numpy()
     rows = []
     for r in tqdm(range(weights[0].shape[0]), desc="bootstrap MLEs", disable=not progress):
-        like = DISLikelihood(exp, likelihood.events, [w[r] for w in weights])
+        like = likelihood.reweighted([w[r] for w in weights])
         rows.append(fit_mle(like, start=start, scale=scale).theta)
     return np.stack(rows)

@@ -38,6 +38,15 @@ class DISSampler(EventSampler):
         super().__init__()
         self.experiment = experiment
         self.dataset_names = list(experiment.names)
+        self._nodes: tuple[Tensor, int, bool, Tensor] | None = None
+
+    def _node_values(self, theta: Tensor) -> Tensor:
+        """The operator's node values at theta, reused while the same unchanged tensor asks for other windows."""
+        key = (theta._version, torch.is_grad_enabled())
+        cached = self._nodes
+        if cached is None or cached[0] is not theta or cached[1:3] != key:
+            self._nodes = cached = (theta, *key, self.experiment.node_values(theta))
+        return cached[3]
 
     def sample(
         self,
@@ -52,7 +61,7 @@ class DISSampler(EventSampler):
         j = self.dataset_index(dataset)
         r = self.base_noise(theta.shape[0], n, generator, noise, theta)
         grid = self.experiment.grids[j]
-        values = self.experiment.vertex_values(theta, only=j)[0]
+        values = self.experiment.window_values(self._node_values(theta), j)
         u, w = grid.sample(values, r[..., 0], r[..., 1])
         x, q2, _ = grid.to_xq2(u, w)
         return torch.stack([x, q2], dim=-1)

@@ -16,7 +16,15 @@ import argparse
 from inverse.gan.dis.config import DISClosureConfig
 from inverse.gan.dis.run import run_dis_closure
 from qcdgip import runtime
-from qcdgip.cli import command_parser, default_out, resolve_runcard, run_command, shortcut_values, truth_values
+from qcdgip.cli import (
+    command_parser,
+    default_out,
+    joined_values,
+    resolve_runcard,
+    run_command,
+    shortcut_values,
+    truth_values,
+)
 
 __all__ = ["SHORTCUTS", "build_parser", "main"]
 
@@ -52,7 +60,7 @@ def resolve_config(args: argparse.Namespace) -> DISClosureConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (:mod:`qcdgip.errors`)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(joined_values(argv))
     out = default_out(args, "closure-dis")
 
     def body() -> None:

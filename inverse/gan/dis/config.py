@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from inverse.gan.config import GANConfig
+from physics.config import PosteriorConfig
 from physics.dis.config import DISConfig
 from qcdgip.config import StrictModel
 
@@ -21,6 +22,7 @@ class DISReportConfig(StrictModel):
     """What the report computes and its bars."""
 
     bootstrap_mles: bool = Field(True, description="fit each replica's exact bootstrap MLE to judge the replicas")
+    posterior: bool = Field(True, description="draw the MCMC reference posterior of the data (``posterior:``)")
     lhapdf: bool = Field(True, description="write the replicas and the truth as LHAPDF sets (lhapdf/)")
     abs_pull_max: float = Field(3.0, gt=0, description="bar: |replica mean - truth| / Cramér–Rao sd below this")
     bootstrap_distance_median_max: float = Field(
@@ -37,4 +39,15 @@ class DISClosureConfig(StrictModel):
     physics: DISConfig = Field(default_factory=DISConfig)
     data: DISDataConfig = Field(default_factory=DISDataConfig)
     gan: GANConfig = Field(default_factory=GANConfig)
+    posterior: PosteriorConfig = Field(
+        default_factory=lambda: PosteriorConfig(coordinates="theta"),
+        description="the MCMC reference posterior (chains run in the parameters themselves)",
+    )
     report: DISReportConfig = Field(default_factory=DISReportConfig)
+
+    @field_validator("posterior")
+    @classmethod
+    def _theta_coordinates(cls, value: PosteriorConfig) -> PosteriorConfig:
+        if value.coordinates != "theta":
+            raise ValueError("coordinates: DIS chains run in theta itself; 'norm' is the toy's reparameterisation")
+        return value

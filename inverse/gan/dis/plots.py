@@ -109,7 +109,11 @@ def plot_dis_closure(experiment: DISExperiment, data: EventData, model, ref: dic
     plot_pdf_panels(experiment, est, out / "pdfs.png")
     plot_f2_windows(experiment, data, est, out / "f2.png")
     boot = ref["bootstrap_mles"]
-    plot_replica_histograms(est, boot, names, out / "replicas.png", truth, reference_label="bootstrap MLEs")
+    if "posterior" in ref:
+        plot_replica_histograms(est, ref["posterior"], names, out / "replicas.png", truth,
+                                bootstrap_mles=boot if len(boot) else None)  # fmt: skip
+    else:
+        plot_replica_histograms(est, boot, names, out / "replicas.png", truth, reference_label="bootstrap MLEs")
     steps = int(model.step_count)
     plot_training(model.theta_history[:steps].numpy(), model.loss_history[:steps].numpy(), names,
                   out / "training.png", ref["mle"], ref["crlb_sd"], targets=boot if len(boot) == len(est) else None,

@@ -25,8 +25,8 @@ from inverse.gan.training import fit_gan
 from physics.dis.experiment import DISExperiment
 from physics.dis.lhapdf import write_lhapdf_set
 from physics.dis.likelihood import DISLikelihood, cramer_rao, fisher_information, fit_bootstrap_mles, fit_mle
+from physics.dis.posterior import sample_dis_posterior
 from physics.dis.pseudodata import generate_dis_events
-from physics.dis.sampling import DISSampler
 from physics.pseudodata import EventData, poisson_replica_weights
 from qcdgip import runtime
 from qcdgip.runs import format_table, guard_run_dir, open_run_dir, write_json
@@ -63,25 +63,40 @@ def load_or_generate_dis(experiment: DISExperiment, seed: int, path: Path) -> tu
 def dis_reference(
     config: DISClosureConfig, experiment: DISExperiment, data: EventData, out: Path, progress: bool
 ) -> dict[str, Any]:
-    """MLE, Cramér–Rao sd at the MLE and the replicas' exact bootstrap MLEs (cached in reference.npz)."""
+    """MLE, Cramér–Rao sd at the MLE, the replicas' exact bootstrap MLEs and the MCMC posterior (reference.npz)."""
     path = out / "reference.npz"
-    t = config.gan.training
+    t, r = config.gan.training, config.report
     if path.is_file():
         with np.load(path) as f:
-            if f["bootstrap_mles"].shape[0] in (0, t.replicas):
-                return {k: f[k] for k in f.files}
+            cached = {k: f[k] for k in f.files}
+        if cached["bootstrap_mles"].shape[0] in (0, t.replicas) and ("posterior" in cached or not r.posterior):
+            return cached
     start = time.perf_counter()
     events = [torch.as_tensor(e) for e in data.events]
-    mle = fit_mle(DISLikelihood(experiment, events))
+    likelihood = DISLikelihood(experiment, events)
+    mle = fit_mle(likelihood)
     _, crlb_sd = cramer_rao(fisher_information(experiment, torch.tensor(mle.theta[None])))
-    boot = np.zeros((0, len(mle.theta)))
-    if config.report.bootstrap_mles:
+    ref: dict[str, Any] = {"mle": mle.theta, "crlb_sd": crlb_sd.numpy()}
+    ref["bootstrap_mles"] = np.zeros((0, len(mle.theta)))
+    if r.bootstrap_mles:
         weights = poisson_replica_weights(data.counts, t.replicas, seed=t.seed)
-        boot = fit_bootstrap_mles(DISLikelihood(experiment, events), weights, mle.theta, progress=progress)
-    ref = {"mle": mle.theta, "crlb_sd": crlb_sd.numpy(), "bootstrap_mles": boot,
-           "seconds": np.array(time.perf_counter() - start)}  # fmt: skip
+        ref["bootstrap_mles"] = fit_bootstrap_mles(likelihood, weights, mle.theta, progress=progress)
+    if r.posterior:
+        post = sample_dis_posterior(likelihood, config.posterior, mle=mle, progress=progress)
+        ref |= {"posterior": post.flat, "posterior_rhat": post.rhat, "posterior_ess": post.ess,
+                "posterior_seconds": np.array(post.seconds)}  # fmt: skip
+    ref["seconds"] = np.array(time.perf_counter() - start)
     np.savez(path, **ref)
     return ref
+
+
+def _posterior_block(ref: dict, mean: np.ndarray, sd: np.ndarray) -> dict[str, Any]:
+    post = ref["posterior"]
+    p_mean, p_sd = post.mean(0), post.std(0, ddof=1)
+    return {"mean": p_mean, "sd": p_sd, "max_rhat": float(ref["posterior_rhat"].max()),
+            "min_ess": float(ref["posterior_ess"].min()), "seconds": float(ref["posterior_seconds"]),
+            "sd_over_crlb": p_sd / ref["crlb_sd"], "gan_sd_over_posterior_sd": sd / p_sd,
+            "gan_offset": (mean - p_mean) / p_sd}  # fmt: skip
 
 
 def _summary(config: DISClosureConfig, experiment: DISExperiment, data: EventData, ref: dict, est: np.ndarray) -> dict:
@@ -92,8 +107,10 @@ def _summary(config: DISClosureConfig, experiment: DISExperiment, data: EventDat
     out: dict[str, Any] = {
         "case": experiment.case, "parameters": experiment.parameter_names, "truth": truth, "counts": data.counts,
         "datasets": experiment.summary(), "mle": ref["mle"], "crlb_sd": ref["crlb_sd"], "estimate_mean": mean,
-        "estimate_std": sd, "pull": pull, "replicas": len(est),
+        "estimate_std": sd, "pull": pull, "replicas": len(est), "estimates": est,
     }  # fmt: skip
+    if "posterior" in ref:
+        out["posterior"] = _posterior_block(ref, mean, sd)
     targets = {f"abs_pull_below_{r.abs_pull_max:g}": bool(np.all(np.abs(pull) < r.abs_pull_max))}
     boot = ref["bootstrap_mles"]
     if len(boot) == len(est) and len(est) > 1:
@@ -150,7 +167,7 @@ def run_dis_closure(
     if progress:
         print(f"== DIS closure: case {experiment.case}, seed {config.data.seed}, counts {data.counts}")
     ref = dis_reference(config, experiment, data, out, progress)
-    model = InverseGAN(config.gan, experiment, data, sampler=DISSampler(experiment))
+    model = InverseGAN(config.gan, experiment, data)  # gan.sampler: exact (default) or mcmc
     t_fit, cpu_fit = time.perf_counter(), time.process_time()
     module = fit_gan(model, out, resume=resume, progress=progress and config.gan.training.progress)
     seconds = {"reference": float(ref["seconds"]), "fit": time.perf_counter() - t_fit,
