@@ -265,17 +265,19 @@ def test_rebuilding_the_operator_gives_the_shipped_file(config):
     assert np.array_equal(built.check_points, shipped.check_points)
 
 
-def test_a_small_gan_closure_moves_every_parameter_toward_the_truth(config, experiment):
+@pytest.mark.parametrize("kind", ["exact", "mcmc"])
+def test_a_small_gan_closure_moves_every_parameter_toward_the_truth(config, experiment, kind):
     from inverse.gan.config import GANConfig
     from inverse.gan.model import InverseGAN
     from inverse.gan.training import fit_gan
+    from physics.dis.mcmc import DISMCMCSampler
     from physics.pseudodata import EventData
 
     data = EventData(experiment.names, [e.numpy() for e in generate_dis_events(experiment, seed=2)])
-    gan = GANConfig.model_validate(
-        {"training": {"replicas": 2, "steps": 40, "events_per_param": 512, "dtype": "float64", "progress": False}}
-    )
-    model = InverseGAN(gan, experiment, data, sampler=DISSampler(experiment))
+    training = {"replicas": 2, "steps": 40, "events_per_param": 512, "dtype": "float64", "progress": False}
+    gan = GANConfig.model_validate({"training": training, "sampler": {"kind": kind}})
+    model = InverseGAN(gan, experiment, data)
+    assert isinstance(model.sampler, DISSampler if kind == "exact" else DISMCMCSampler)
     start = model.current_theta().detach().numpy()
     fit_gan(model, progress=False)
     end = model.estimates().numpy()
