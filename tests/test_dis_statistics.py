@@ -123,3 +123,5 @@ def test_a_dis_runcard_refuses_the_toys_posterior_coordinates():
     with pytest.raises(ValueError, match=r"dis.yaml: posterior: .*coordinates"):
         parse_config(DISClosureConfig, {"posterior": {"coordinates": "norm"}}, "dis.yaml")
     assert DISClosureConfig().posterior.coordinates == "theta"
+    partial = parse_config(DISClosureConfig, {"posterior": {"n_chains": 8}}, "dis.yaml").posterior
+    assert partial.coordinates == "theta" and partial.n_chains == 8

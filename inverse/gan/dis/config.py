@@ -45,6 +45,13 @@ class DISClosureConfig(StrictModel):
     )
     report: DISReportConfig = Field(default_factory=DISReportConfig)
 
+    @field_validator("posterior", mode="before")
+    @classmethod
+    def _theta_by_default(cls, value: object) -> object:
+        if isinstance(value, dict) and "coordinates" not in value:
+            return {**value, "coordinates": "theta"}
+        return value
+
     @field_validator("posterior")
     @classmethod
     def _theta_coordinates(cls, value: PosteriorConfig) -> PosteriorConfig:
