@@ -33,8 +33,7 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -44,7 +43,7 @@ from physics.config import DatasetSpec, MCMCConfig
 from physics.sampling import EventSampler
 from physics.theory import Terms, Theory, terms_log_density
 
-__all__ = ["MCMCSampler", "effective_sample_size", "integrated_autocorrelation_time"]
+__all__ = ["MCMCSampler", "adaptive_walk", "effective_sample_size", "integrated_autocorrelation_time"]
 
 
 def integrated_autocorrelation_time(chains: Tensor, window_factor: float = 5.0) -> Tensor:
@@ -70,6 +69,43 @@ def integrated_autocorrelation_time(chains: Tensor, window_factor: float = 5.0) 
 def effective_sample_size(chains: Tensor) -> Tensor:
     """C K / tau for chains [..., C, K]."""
     return chains.shape[-2] * chains.shape[-1] / integrated_autocorrelation_time(chains)
+
+
+def adaptive_walk(
+    move: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]],
+    v: Tensor,
+    log_p: Tensor,
+    n_keep: int,
+    config: MCMCConfig,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Random-walk chains: ``config.warmup`` Robbins-Monro iterations of the step size, then thinned states.
+
+    Args:
+        move: one Metropolis transition (states, log target, log step [B, 1]) -> (states, log target, accepted),
+            for states [B, C, ...] (B parameter sets of C chains).
+        v: starting states.
+        log_p: the log target at ``v``.
+        n_keep: kept states per chain, each ``config.thin`` transitions apart.
+        config: warm-up, thinning and the target acceptance.
+
+    Returns:
+        Kept states [B, C, K, ...], the per-transition acceptance rates summed over the kept transitions [B] and the
+        frozen log step sizes [B].
+    """
+    b, dtype, device = v.shape[0], v.dtype, v.device
+    # About the scale of the target in a logit coordinate (a logistic when the density is flat).
+    log_step = torch.full((b, 1), math.log(2.0), dtype=dtype, device=device)
+    for t in range(config.warmup):
+        v, log_p, accept = move(v, log_p, log_step)
+        rate = accept.to(dtype).mean(-1, keepdim=True)
+        log_step = log_step + 2.0 * (rate - config.target_acceptance) / (t + 1.0) ** 0.6
+    kept, accepted = [], torch.zeros(b, dtype=dtype, device=device)
+    for _ in range(n_keep):
+        for _ in range(config.thin):
+            v, log_p, accept = move(v, log_p, log_step)
+            accepted = accepted + accept.to(dtype).mean(-1)
+        kept.append(v)
+    return torch.stack(kept, dim=2), accepted, log_step[:, 0]
 
 
 class MCMCSampler(EventSampler):
@@ -115,23 +151,6 @@ class MCMCSampler(EventSampler):
         _, log_x, log_1mx = self._coordinates(v, spec)
         return terms_log_density(terms, log_x, log_1mx) + logsigmoid(v) + logsigmoid(-v)
 
-    def _walk(self, move: Any, v: Tensor, log_p: Tensor, n_keep: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Warm-up (Robbins-Monro step sizes), then ``n_keep`` thinned states; (states [B, C, K], accepts, log step)."""
-        cfg = self.config
-        b, dtype, device = v.shape[0], v.dtype, v.device
-        log_step = torch.full((b, 1), math.log(2.0), dtype=dtype, device=device)
-        for t in range(cfg.warmup):
-            v, log_p, accept = move(v, log_p, log_step)
-            rate = accept.to(dtype).mean(-1, keepdim=True)
-            log_step = log_step + 2.0 * (rate - cfg.target_acceptance) / (t + 1.0) ** 0.6
-        kept, accepted = [], torch.zeros(b, 1, dtype=dtype, device=device)
-        for _ in range(n_keep):
-            for _ in range(cfg.thin):
-                v, log_p, accept = move(v, log_p, log_step)
-                accepted = accepted + accept.to(dtype).mean(-1, keepdim=True)
-            kept.append(v)
-        return torch.stack(kept, dim=-1), accepted, log_step
-
     def chains(
         self,
         theta: Tensor,
@@ -173,11 +192,11 @@ class MCMCSampler(EventSampler):
             return torch.where(accept, proposal, v), torch.where(accept, log_q, log_p), accept
 
         with torch.no_grad():
-            states, accepted, log_step = self._walk(move, v, log_p, n_keep)
+            states, accepted, log_step = adaptive_walk(move, v, log_p, n_keep, cfg)
             x = self._coordinates(states, spec)[0].clamp(spec.x_min, spec.x_max)
         diag = {
-            "acceptance": accepted[:, 0] / max(n_keep * cfg.thin, 1),
-            "step_size": torch.exp(log_step[:, 0]),
+            "acceptance": accepted / max(n_keep * cfg.thin, 1),
+            "step_size": torch.exp(log_step),
         }
         if n_keep >= 4:
             diag["ess"] = effective_sample_size(states)

@@ -34,22 +34,18 @@ References:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 from torch.nn.functional import logsigmoid
 
 from physics.config import MCMCConfig
 from physics.dis.experiment import DISExperiment
+from physics.dis.sampling import WindowTables
 from physics.dis.table import WindowGrid
-from physics.mcmc import effective_sample_size
+from physics.mcmc import adaptive_walk, effective_sample_size
 from physics.sampling import EventSampler
 
 __all__ = ["DISMCMCSampler"]
-
-Move = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
 
 
 def _to_uw(grid: WindowGrid, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -94,6 +90,7 @@ class DISMCMCSampler(EventSampler):
         self.experiment = experiment
         self.dataset_names = list(experiment.names)
         self.config = config or MCMCConfig()
+        self._tables = WindowTables(experiment)
         self.last_diagnostics: dict[str, Tensor] = {}
         self.last_states = 0
 
@@ -109,28 +106,6 @@ class DISMCMCSampler(EventSampler):
         """Chains per parameter set and kept states per chain for n events."""
         n_chains = -(-n // self.config.samples_per_chain)
         return n_chains, -(-n // n_chains)
-
-    def _walk(self, move: Move, v: Tensor, log_p: Tensor, n_keep: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Warm-up (Robbins-Monro step sizes), then ``n_keep`` thinned states.
-
-        Returns:
-            Kept states [B, C, K, 2], the summed per-iteration acceptance rates [B] and the log step sizes [B].
-        """
-        cfg = self.config
-        b, dtype, device = v.shape[0], v.dtype, v.device
-        # About the scale of the target in v (a logistic per coordinate when p is flat).
-        log_step = torch.full((b, 1), math.log(2.0), dtype=dtype, device=device)
-        for t in range(cfg.warmup):
-            v, log_p, accept = move(v, log_p, log_step)
-            rate = accept.to(dtype).mean(-1, keepdim=True)
-            log_step = log_step + 2.0 * (rate - cfg.target_acceptance) / (t + 1.0) ** 0.6
-        kept, accepted = [], torch.zeros(b, dtype=dtype, device=device)
-        for _ in range(n_keep):
-            for _ in range(cfg.thin):
-                v, log_p, accept = move(v, log_p, log_step)
-                accepted = accepted + accept.to(dtype).mean(-1)
-            kept.append(v)
-        return torch.stack(kept, dim=2), accepted, log_step[:, 0]
 
     def _run(
         self, values: Tensor, grid: WindowGrid, starts: Tensor, n_keep: int, generator: torch.Generator | None
@@ -149,7 +124,7 @@ class DISMCMCSampler(EventSampler):
             accept = log_r < log_q - log_p
             return torch.where(accept[..., None], proposal, v), torch.where(accept, log_q, log_p), accept
 
-        states, accepted, log_step = self._walk(move, v, _log_target(grid, values, v), n_keep)
+        states, accepted, log_step = adaptive_walk(move, v, _log_target(grid, values, v), n_keep, self.config)
         u, w = _to_uw(grid, states)
         diag = {"acceptance": accepted / (n_keep * self.config.thin), "step_size": torch.exp(log_step)}
         if n_keep >= 4:
@@ -241,7 +216,7 @@ class DISMCMCSampler(EventSampler):
         j = self.dataset_index(dataset)
         self._check(theta, n)
         uw = self._states(theta, n, j, generator, noise)
-        values = self.experiment.vertex_values(theta, only=j)[0]
+        values = self._tables(theta, j)
         log_p = torch.log(self.experiment.grids[j].density(values, uw[..., 0], uw[..., 1]))
         return self._events(j, uw), torch.exp(log_p - log_p.detach())
 

@@ -13,7 +13,30 @@ from torch import Tensor
 from physics.dis.experiment import DISExperiment
 from physics.sampling import EventSampler
 
-__all__ = ["DISSampler"]
+__all__ = ["DISSampler", "WindowTables"]
+
+
+class WindowTables:
+    """Window tables at theta for samplers that draw one window at a time.
+
+    The operator's node values (the costly, shared part) are computed once and reused while the same unchanged
+    tensor, in the same grad mode, asks for the other windows.
+
+    Args:
+        experiment: the DIS experiment.
+    """
+
+    def __init__(self, experiment: DISExperiment) -> None:
+        self.experiment = experiment
+        self._nodes: tuple[Tensor, int, bool, Tensor] | None = None
+
+    def __call__(self, theta: Tensor, j: int) -> Tensor:
+        """Window j's vertex values at theta [B, D]: [B, R+1, C+1]."""
+        key = (theta._version, torch.is_grad_enabled())
+        cached = self._nodes
+        if cached is None or cached[0] is not theta or cached[1:3] != key:
+            self._nodes = cached = (theta, *key, self.experiment.node_values(theta))
+        return self.experiment.window_values(cached[3], j)
 
 
 class DISSampler(EventSampler):
@@ -38,15 +61,7 @@ class DISSampler(EventSampler):
         super().__init__()
         self.experiment = experiment
         self.dataset_names = list(experiment.names)
-        self._nodes: tuple[Tensor, int, bool, Tensor] | None = None
-
-    def _node_values(self, theta: Tensor) -> Tensor:
-        """The operator's node values at theta, reused while the same unchanged tensor asks for other windows."""
-        key = (theta._version, torch.is_grad_enabled())
-        cached = self._nodes
-        if cached is None or cached[0] is not theta or cached[1:3] != key:
-            self._nodes = cached = (theta, *key, self.experiment.node_values(theta))
-        return cached[3]
+        self._tables = WindowTables(experiment)
 
     def sample(
         self,
@@ -61,7 +76,7 @@ class DISSampler(EventSampler):
         j = self.dataset_index(dataset)
         r = self.base_noise(theta.shape[0], n, generator, noise, theta)
         grid = self.experiment.grids[j]
-        values = self.experiment.window_values(self._node_values(theta), j)
+        values = self._tables(theta, j)
         u, w = grid.sample(values, r[..., 0], r[..., 1])
         x, q2, _ = grid.to_xq2(u, w)
         return torch.stack([x, q2], dim=-1)
