@@ -7,6 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 OUT ?= runs/closure
 DIS_OUT ?= runs/closure-dis
+DIS_RUNCARD ?= configs/closure_dis.yaml
 ARGS ?= --resume
 NOT_SLOW := not slow and not mpi and not slurm and not gpu and not rebuild
 
@@ -33,7 +34,7 @@ reference: $(STAMP)  ## the statistical reference alone: Cramér–Rao table, ML
 	$(PY) -m physics.reference --config configs/reference.yaml --out runs/reference $(ARGS)
 
 closure-dis: $(STAMP)  ## GAN closure on inclusive DIS (x, Q^2) events: exact reference, plots, LHAPDF sets of the replicas
-	$(PY) -m inverse.gan.dis --config configs/closure_dis.yaml --out $(DIS_OUT) $(ARGS)
+	$(PY) -m inverse.gan.dis --config $(DIS_RUNCARD) --out $(DIS_OUT) $(ARGS)
 
 dis-operator: $(STAMP)  ## rebuild the shipped DIS operator (eko x yadism; the first run compiles eko with numba, ~5 min)
 	$(PY) -m physics.dis.build --out physics/dis/data/operator-default.npz
@@ -76,7 +77,7 @@ test: $(STAMP)  ## fast tests (~7 min on 2 cores)
 test-slow: $(STAMP)  ## slow statistical checks, real MPI searches (mpiexec), the batch scripts on a local Slurm cluster
 	$(PY) -m pytest -m "(slow or mpi or slurm or gpu) and not rebuild"
 
-test-rebuild: $(STAMP)  ## rebuild the DIS operator with eko x yadism and compare it with the shipped file (~15 min)
+test-rebuild: $(STAMP)  ## rebuild the DIS operator and compare it with the shipped file (~15 min); the NLO checks (its operator built on first use, ~35 min)
 	$(PY) -m pytest -m rebuild
 
 lint: $(STAMP)

@@ -119,7 +119,44 @@ def test_natural_gradient_step_is_capped_by_a_trust_region_that_follows_the_sche
     offset.grad.fill_(-1e9)
     for _ in range(100):
         opt.step()
-    assert offset.max().item() == pytest.approx(12.0)  # theta stays strictly inside the box
+    assert 11.5 <= offset.max().item() <= 12.0  # theta stays strictly inside the box, held near the clamp
+
+
+def test_natural_gradient_logit_step_cap_keeps_a_flat_coordinate_off_the_clamp():
+    from inverse.gan.natural import NaturalGradient
+
+    # Coordinate 2 near a box edge: its metric (d theta / d phi)^2 I is tiny, so the damping dominates it and the
+    # damped natural step moves its phi by far more than the others'.
+    metric = lambda: torch.diag(torch.tensor([4.0, 4.0, 1e-6], dtype=torch.float64))[None]  # noqa: E731
+    steps = {}
+    for cap in (None, 0.5):
+        offset = torch.nn.Parameter(torch.zeros(1, 1, 3, dtype=torch.float64))
+        opt = NaturalGradient([offset], metric, lr=1.0, damping=1e-3, max_step=2.0, max_logit_step=cap)
+        offset.grad = torch.tensor([[[0.4, 0.0, 0.01]]], dtype=torch.float64)
+        opt.step()
+        steps[cap] = -offset.detach()[0, 0]
+    free, capped = steps[None], steps[0.5]
+    assert free[2] > 3.0  # the uncapped step throws the flat coordinate several units of phi
+    assert capped.abs().max() == pytest.approx(0.5)  # every coordinate within the cap ...
+    assert torch.allclose(capped / capped.norm(), free / free.norm())  # ... along the same direction
+
+
+def test_natural_gradient_drops_a_clamped_coordinate_from_the_newton_system():
+    from inverse.gan.natural import NaturalGradient
+
+    # Coordinate 0 sits at the clamp with a gradient pushing it out; coordinate 1 is coupled to it (correlation
+    # 0.9). The projected step moves coordinate 1 by its own conditional Newton step g_1 / I_11 alone.
+    fisher = torch.tensor([[1.0, 0.9], [0.9, 1.0]], dtype=torch.float64)
+    offset = torch.nn.Parameter(torch.tensor([[[12.0, 0.0]]], dtype=torch.float64))
+    opt = NaturalGradient([offset], lambda: fisher[None], lr=1.0, damping=0.0, max_step=10.0)
+    offset.grad = torch.tensor([[[-0.5, 0.2]]], dtype=torch.float64)
+    opt.step()
+    assert offset[0, 0, 0].item() == 12.0 and offset[0, 0, 1].item() == pytest.approx(-0.2)
+    # inside the box the same gradient takes the full (coupled) Newton step
+    offset.data = torch.tensor([[[0.0, 0.0]]], dtype=torch.float64)
+    opt.step()
+    expected = -torch.linalg.solve(fisher, torch.tensor([-0.5, 0.2], dtype=torch.float64))
+    assert torch.allclose(offset.detach()[0, 0], expected)
 
 
 def test_optimizer_defaults_and_partial_sections():

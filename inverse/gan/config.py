@@ -93,8 +93,8 @@ class OptimizerConfig(StrictModel):
     """A torch optimizer by name with its learning rate.
 
     ``natural`` (generator only, ``generator.kind: point``) preconditions each replica's gradient with the expected
-    Fisher matrix of the extended likelihood (``inverse.gan.natural``); ``damping``, ``max_step`` and
-    ``metric_every`` belong to it.
+    Fisher matrix of the extended likelihood (``inverse.gan.natural``); ``damping``, ``max_step``,
+    ``metric_every``, ``max_logit_step`` and ``damping_scale`` belong to it.
     """
 
     name: Literal["adam", "adamw", "sgd", "rmsprop", "natural"] = Field(
@@ -109,6 +109,12 @@ class OptimizerConfig(StrictModel):
         1.0, gt=0.0, description="natural: Mahalanobis step cap (posterior sd) at the initial rate, then scaled like it"
     )
     metric_every: int = Field(10, ge=1, description="natural: steps between Fisher recomputations")
+    max_logit_step: float | None = Field(
+        None, gt=0.0, description="natural: cap of any pre-sigmoid coordinate's change per step (None: no cap)"
+    )
+    damping_scale: Literal["mean", "diagonal"] = Field(
+        "mean", description="natural: damping times the mean metric diagonal, or each coordinate's own (Marquardt)"
+    )
 
     @model_validator(mode="after")
     def _check_betas(self) -> OptimizerConfig:

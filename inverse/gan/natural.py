@@ -12,12 +12,21 @@ with the learning-rate schedule (large steps while far away, small ones where Po
 estimate), which also keeps steps finite where the sigmoid box map flattens (I_phi -> 0 at the prior-box edges);
 phi is clamped to |phi| <= 12 so theta never reaches the edge itself (N = 0 would make the rate term infinite).
 
+Near an edge the metric of that coordinate vanishes like (d theta / d phi)^2, so the damping dominates it and a
+step of a few posterior sd in Mahalanobis length can move its phi by ten units: the replica lands at the clamp,
+where the vanishing gradient of the sigmoid holds it. ``max_logit_step`` caps every coordinate's change of phi
+per step (the whole step is scaled, so its direction is kept), which stops such jumps. A coordinate held at the
+clamp by a gradient that pushes it further out leaves the Newton system (projected Newton), so that its coupling
+does not deflect the other coordinates away from their optimum on that face of the box.
+
 The discriminators bound the speed: after a step they must relearn the density ratio before the next gradient is
 right, which is why a larger trust region or learning rate makes the fit oscillate instead of converging faster
 (measured: docs/solvers/gan.md).
 
 References:
     Amari, "Natural gradient works efficiently in learning", Neural Computation 10 (1998) 251.
+    Bertsekas, "Projected Newton methods for optimization problems with simple constraints", SIAM J. Control
+    Optim. 20 (1982) 221.
 """
 
 from __future__ import annotations
@@ -42,6 +51,10 @@ class NaturalGradient(torch.optim.Optimizer):
         max_step: cap of the Mahalanobis step length (in units of the local posterior sd).
         metric_every: recompute the metric every this many steps (it changes slowly).
         max_logit: |pre-sigmoid value| cap, so theta stays strictly inside the box (N > 0, finite log rates).
+        max_logit_step: cap of any coordinate's change of the pre-sigmoid value per step (None: no cap).
+        damping_scale: ``mean``: lambda times the mean metric diagonal on every coordinate; ``diagonal``: lambda
+            times each coordinate's own diagonal (Marquardt), which keeps the damping from swamping a coordinate
+            whose metric has collapsed near a box edge.
     """
 
     def __init__(
@@ -53,6 +66,8 @@ class NaturalGradient(torch.optim.Optimizer):
         max_step: float = 1.0,
         metric_every: int = 10,
         max_logit: float = 12.0,
+        max_logit_step: float | None = None,
+        damping_scale: str = "mean",
     ) -> None:
         super().__init__(params, {"lr": lr})
         group = self.param_groups[0]["params"]
@@ -63,6 +78,10 @@ class NaturalGradient(torch.optim.Optimizer):
         self.max_step = max_step
         self.metric_every = metric_every
         self.max_logit = max_logit
+        self.max_logit_step = max_logit_step
+        if damping_scale not in ("mean", "diagonal"):
+            raise ValueError(f"damping_scale must be 'mean' or 'diagonal', got {damping_scale!r}")
+        self.damping_scale = damping_scale
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -79,16 +98,27 @@ class NaturalGradient(torch.optim.Optimizer):
         state["step"] = count + 1
         fisher = state["metric"]
         n_rep, _, dim = p.shape
-        scale = fisher.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(torch.finfo(p.dtype).tiny)
-        eye = torch.eye(dim, dtype=p.dtype, device=p.device)
-        damped = fisher + (self.damping * scale)[:, None, None] * eye
+        diag = fisher.diagonal(dim1=-2, dim2=-1)
+        scale = diag.mean(-1, keepdim=True) if self.damping_scale == "mean" else diag
+        damped = fisher + torch.diag_embed(self.damping * scale.clamp_min(torch.finfo(p.dtype).tiny).expand(-1, dim))
         grad = p.grad.reshape(n_rep, dim)
+        # Projected Newton: a coordinate held at the clamp by a gradient that pushes it further out leaves the
+        # system, so its coupling does not deflect the other coordinates' steps (Bertsekas 1982).
+        phi = p.detach().reshape(n_rep, dim)
+        active = (phi.abs() >= self.max_logit - 0.5) & (grad * phi.sign() < 0)
+        free = (~active).to(p.dtype)
+        damped = damped * free[:, :, None] * free[:, None, :] + torch.diag_embed(1.0 - free)
+        grad = grad * free
         delta = torch.linalg.solve(damped, grad.unsqueeze(-1)).squeeze(-1)
         length = torch.einsum("ri,rij,rj->r", delta, damped, delta).clamp_min(0).sqrt() * group["lr"]
         # The trust region shrinks with the learning-rate schedule: wide while far from the optimum, narrow
         # where the Polyak average is taken.
         cap = self.max_step * group["lr"] / group.get("initial_lr", group["lr"])
         factor = (cap / length.clamp_min(torch.finfo(p.dtype).tiny)).clamp(max=1.0)
-        p.sub_(((group["lr"] * factor)[:, None] * delta).reshape(p.shape))
+        step = (group["lr"] * factor)[:, None] * delta
+        if self.max_logit_step is not None:
+            largest = step.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
+            step = step * (self.max_logit_step / largest).clamp(max=1.0)
+        p.sub_(step.reshape(p.shape))
         p.clamp_(-self.max_logit, self.max_logit)
         return loss

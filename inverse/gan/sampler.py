@@ -14,6 +14,7 @@ from torch import Tensor
 from inverse.gan.config import SamplerConfig
 from physics.datasets import Experiment
 from physics.dis.experiment import DISExperiment
+from physics.dis.folded import FoldedDISSampler
 from physics.dis.mcmc import DISMCMCSampler
 from physics.dis.sampling import DISSampler
 from physics.mcmc import MCMCSampler
@@ -28,18 +29,18 @@ def build_sampler(config: SamplerConfig, experiment: Experiment | DISExperiment)
     """The event sampler named by ``gan.sampler`` (exact, MCMC or a saved surrogate), behind the detector if any.
 
     DIS experiments take ``exact`` (:class:`physics.dis.sampling.DISSampler`) or ``mcmc``
-    (:class:`physics.dis.mcmc.DISMCMCSampler`).
+    (:class:`physics.dis.mcmc.DISMCMCSampler`); with a detector, its events pass
+    :class:`physics.dis.folded.FoldedDISSampler`.
 
     Raises:
         SurrogateFileError: the surrogate file is missing, damaged, of another kind, or for other physics.
         ValueError: a DIS experiment with a surrogate sampler.
     """
     if isinstance(experiment, DISExperiment):
-        if config.kind == "exact":
-            return DISSampler(experiment)
-        if config.kind == "mcmc":
-            return DISMCMCSampler(experiment, config.mcmc)
-        raise ValueError(f"gan.sampler.kind: DIS events come from 'exact' or 'mcmc', not {config.kind!r}")
+        if config.kind not in ("exact", "mcmc"):
+            raise ValueError(f"gan.sampler.kind: DIS events come from 'exact' or 'mcmc', not {config.kind!r}")
+        true = DISSampler(experiment) if config.kind == "exact" else DISMCMCSampler(experiment, config.mcmc)
+        return true if experiment.detector is None else FoldedDISSampler(true, experiment)
     if config.kind == "exact":
         inner: EventSampler = experiment.sampler()
     elif config.kind == "mcmc":

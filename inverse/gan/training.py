@@ -122,6 +122,8 @@ class GANModule(StepModule):
                 damping=o.damping,
                 max_step=o.max_step,
                 metric_every=o.metric_every,
+                max_logit_step=o.max_logit_step,
+                damping_scale=o.damping_scale,
             )
         else:
             opt_g = make_optimizer(cfg.optimizer_g, self.model.generator.parameters())

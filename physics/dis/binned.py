@@ -3,7 +3,9 @@
 Each window's table is a rectangle in (u = ln Q^2, w), w the position of logit x between the cuts at that Q^2.
 Bins are blocks of table cells: ``n_u`` bands of rows (Q^2 bins) times ``n_w`` bands of columns (x bins that
 follow the cuts), so a bin's expected count is an exact sum of cell integrals of the bilinear table, and
-binning loses only the positions of events inside a bin. The binned Poisson Fisher matrix
+binning loses only the positions of events inside a bin. With a detector the bins are the same blocks of the
+reconstructed (u, w) rectangle, and their expectations the folded counts of those regions
+(:meth:`physics.dis.folding.DISFolding.region_weights`, linear in the vertex values). The binned Poisson Fisher matrix
 I_b = sum_bins (d nu_b)(d nu_b)^T / nu_b is never above the unbinned one (a data-processing inequality), and
 the ratio of their Cramér–Rao bounds says how much a given binning loses.
 
@@ -51,6 +53,9 @@ class DISBinnedView:
             a_u = torch.nn.functional.one_hot(torch.as_tensor(rows), n_u).to(torch.float64)  # [R, n_u]
             a_w = torch.nn.functional.one_hot(torch.as_tensor(cols), n_w).to(torch.float64)  # [C, n_w]
             self._assign.append((a_u, a_w, rows, cols))
+        self._folded = (
+            None if experiment.folding is None else [self._region_weights(j) for j in range(len(experiment.grids))]
+        )
         self.counts = None if events is None else [self.histogram(ev, j) for j, ev in enumerate(events)]
 
     @property
@@ -73,6 +78,22 @@ class DISBinnedView:
         index = rows[row.numpy()] * self.n_w + cols[col.numpy()]
         return np.bincount(index, minlength=self.n_u * self.n_w).astype(np.float64)
 
+    def _region_weights(self, j: int) -> Tensor:
+        """C [n_u * n_w, V]: the folded expected counts of window j's bins from the concatenated vertex values."""
+        grid, folding = self.experiment.grids[j], self.experiment.folding
+        _, _, rows, cols = self._assign[j]
+        rows_at = [np.flatnonzero(rows == b) for b in range(self.n_u)]
+        cols_at = [np.flatnonzero(cols == b) for b in range(self.n_w)]
+        regions = [(j, float(grid.u[r[0]]), float(grid.u[r[-1] + 1]), c[0] / grid.cols, (c[-1] + 1) / grid.cols)
+                   for r in rows_at for c in cols_at]  # fmt: skip
+        return torch.stack([folding.region_weights(region) for region in regions])
+
+    def _folded_sums(self, values: list[Tensor], j: int) -> Tensor:
+        """Folded bin expectations of window j from every window's vertex values [B, R+1, C+1, ...]."""
+        b = values[0].shape[0]
+        flat = torch.cat([v.reshape(b, -1, *v.shape[3:]) for v in values], 1)  # [B, V, ...]
+        return torch.einsum("kv,bv...->bk...", self._folded[j].to(flat), flat)
+
     def _bin_sums(self, values: Tensor, j: int) -> Tensor:
         """Bin integrals of vertex values [B, R+1, C+1, ...] (trailing dims kept): [B, n_u * n_w, ...]."""
         grid = self.experiment.grids[j]
@@ -86,13 +107,19 @@ class DISBinnedView:
     def predictions(self, theta: Tensor) -> list[Tensor]:
         """Expected counts per window at theta [B, D]: each [B, n_u * n_w] (they sum to nu_j)."""
         values = self.experiment.vertex_values(theta)
+        if self._folded is not None:
+            return [self._folded_sums(values, j) for j in range(len(values))]
         return [self._bin_sums(v, j) for j, v in enumerate(values)]
 
     def fisher_information(self, theta: Tensor) -> Tensor:
         """Binned Poisson Fisher matrices at theta [B, D]: [B, D, D]."""
         total = None
-        for j, (p, dp) in enumerate(self.experiment.vertex_jacobians(theta)):
-            nu, dnu = self._bin_sums(p, j), self._bin_sums(dp, j)  # [B, K], [B, K, D]
+        jac = self.experiment.vertex_jacobians(theta)
+        for j, (p, dp) in enumerate(jac):
+            if self._folded is not None:
+                nu, dnu = self._folded_sums([v for v, _ in jac], j), self._folded_sums([d for _, d in jac], j)
+            else:
+                nu, dnu = self._bin_sums(p, j), self._bin_sums(dp, j)  # [B, K], [B, K, D]
             info = torch.einsum("bk,bka,bkd->bad", 1.0 / nu, dnu, dnu)
             total = info if total is None else total + info
         return total

@@ -22,7 +22,9 @@ from qcdgip.config import StrictModel
 
 __all__ = [
     "CASES",
+    "DISAcceptanceConfig",
     "DISConfig",
+    "DISDetectorConfig",
     "GridConfig",
     "KinematicsConfig",
     "PDFConfig",
@@ -142,6 +144,31 @@ class WindowSpec(StrictModel):
         return self
 
 
+class DISAcceptanceConfig(StrictModel):
+    """Acceptance eps(y) = plateau / (1 + exp(-(ln y - ln y0) / width)): the efficiency falls at small y."""
+
+    plateau: float = Field(0.95, gt=0.0, le=1.0, description="efficiency at large y")
+    y0: float = Field(0.02, gt=0.0, lt=1.0, description="inelasticity where the efficiency is half the plateau")
+    width: float = Field(0.5, gt=0.0, description="width of the turn-on in ln y")
+
+
+class DISDetectorConfig(StrictModel):
+    """Resolution, acceptance and migrations of reconstructed (x, Q^2) events (``physics.dis.detector``)."""
+
+    resolution_x: float = Field(0.1, gt=0.0, le=1.0, description="sd of ln x_rec - ln x (Gaussian, truncated at reach)")
+    resolution_q2: float = Field(
+        0.05, gt=0.0, le=1.0, description="sd of ln Q^2_rec - ln Q^2 (Gaussian, truncated at reach)"
+    )
+    reach: float = Field(4.0, ge=2.0, le=8.0, description="truncation of both Gaussians, in sd")
+    acceptance: DISAcceptanceConfig | None = Field(
+        default_factory=DISAcceptanceConfig, description="efficiency in y; None: every event is recorded"
+    )
+    nodes: int = Field(10, ge=4, le=32, description="Gauss-Legendre nodes per dimension of the folding integrals")
+    metric_cells: int = Field(
+        24, ge=4, le=128, description="reconstructed cells per side and window of the natural-gradient metric"
+    )
+
+
 def _default_parameters() -> list[ParameterSpec]:
     rows = [("a_uv", -0.4, -0.7, -0.1), ("b_uv", 3.5, 2.0, 5.5), ("A_S", 0.12, 0.06, 0.18), ("a_S", -1.15, -1.3, -1.0),
             ("a_g", -0.9, -1.3, -0.5)]  # fmt: skip
@@ -166,6 +193,9 @@ class DISConfig(ParameterVectors, StrictModel):
     case: str = Field("B", description="the case in use")
     operator: str | None = Field(
         None, description="operator file (.npz); None: the shipped default when it matches, else a cache entry"
+    )
+    detector: DISDetectorConfig | None = Field(
+        None, description="resolution, acceptance and migrations of the events; None: events are the true (x, Q^2)"
     )
 
     @field_validator("parameters")

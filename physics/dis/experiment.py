@@ -1,9 +1,11 @@
 """The DIS experiment: Q^2-window datasets with one luminosity, their event densities, counts and sampler.
 
-Dataset j holds the events with Q^2 in its window, within the kinematic cuts. Its intensity is
+Dataset j holds the events with Q^2 in its window, within the kinematic cuts. Its true intensity is
 lambda_j(x, Q^2; theta) = L d^2 sigma / dx dQ^2, tabulated per window (:mod:`physics.dis.table`). The one
-luminosity L is fixed at the truth by the case's expected total number of events, so the counts carry the
-normalisation information.
+luminosity L is fixed at the truth by the case's expected total number of true events, so the counts carry the
+normalisation information. With a ``detector`` in the runcard, the observed events are the reconstructed ones:
+the intensities, counts and Fisher matrices of the observed level are the folded ones
+(:mod:`physics.dis.detector`, :mod:`physics.dis.folding`), and the samplers draw true events and fold them.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from torch import Tensor
 
 from physics.dis.build import resolve_operator
 from physics.dis.config import DISConfig
+from physics.dis.detector import DISDetector
 from physics.dis.fisher import poisson_fisher
+from physics.dis.folding import DISFolding
 from physics.dis.operator import Operator
 from physics.dis.sparse import FixedSparse
 from physics.dis.structure import StructureFunctions
@@ -58,11 +62,16 @@ class DISExperiment:
         self.names = [w.name for w in config.datasets]
         self.grids = [WindowGrid(w, config.kinematics, rows, cols) for w in config.datasets]
         self._vertex = [self._vertex_terms(g) for g in self.grids]
+        sizes = [len(g.u) * (g.cols + 1) for g in self.grids]
+        self.vertex_offsets = [sum(sizes[:j]) for j in range(len(sizes))]
+        self.detector = None if config.detector is None else DISDetector(config.detector, config.kinematics)
+        self.folding = None if self.detector is None else DISFolding(self.grids, self.detector)
+        self._counts: dict[tuple[torch.dtype, torch.device], Tensor] = {}
         truth = self.truth_tensor(torch.float64)
         sigma = torch.stack([g.integral(v) for g, v in zip(self.grids, self.vertex_values(truth, luminosity=1.0))], -1)
         self.cross_sections_pb = sigma[0].tolist()
-        self.luminosity = config.cases[config.case] / float(sigma.sum())  # events per pb
-        self.expected = [self.luminosity * s for s in self.cross_sections_pb]
+        self.luminosity = config.cases[config.case] / float(sigma.sum())  # true events per pb
+        self.expected = self.expected_counts(truth)[0].tolist()
 
     @property
     def parameter_names(self) -> list[str]:
@@ -75,14 +84,24 @@ class DISExperiment:
         c = self.config
         return ParameterBox(c.parameter_names, c.truth, c.low, c.high)
 
-    detector = None  # events are the true (x, Q^2); no detector model for DIS yet
-
     def fisher_information(self, theta: Tensor, dataset_weights: Tensor | None = None) -> Tensor:
-        """Expected Fisher matrices per parameter set, [B, D, D], datasets weighted by [B, J].
+        """Expected Fisher matrices per parameter set of the observed events, [B, D, D], datasets weighted by [B, J].
 
-        The metric of natural-gradient steps: one Gauss point per table cell (the reference uses 3 x 3).
+        The metric of natural-gradient steps: one Gauss point per table cell (the reference uses 3 x 3); with a
+        detector, cell centres of ``detector.metric_cells`` reconstructed cells per side.
         """
-        return poisson_fisher(self.vertex_jacobians(theta), self.grids, dataset_weights, order=1)
+        if self.folding is None:
+            return poisson_fisher(self.vertex_jacobians(theta), self.grids, dataset_weights, order=1)
+        rule = self.folding.fisher_rule(self.config.detector.metric_cells, 1)
+        return self.folded_fisher(theta, rule, dataset_weights)
+
+    def folded_fisher(self, theta: Tensor, rule: list, dataset_weights: Tensor | None = None) -> Tensor:
+        """The folded Fisher matrices [B, D, D] on a reconstructed-level rule of :meth:`DISFolding.fisher_rule`."""
+        jac = self.vertex_jacobians(theta)
+        b, d = theta.shape
+        values = torch.cat([p.reshape(b, -1) for p, _ in jac], 1)
+        derivatives = torch.cat([dp.reshape(b, -1, d) for _, dp in jac], 1)
+        return self.folding.fisher(values, derivatives, rule, dataset_weights)
 
     def truth_tensor(self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> Tensor:
         """The true parameters as [1, D]."""
@@ -166,14 +185,43 @@ class DISExperiment:
             out.append((p.reshape(shape), dp.reshape(*shape, d).contiguous()))
         return out
 
-    def expected_counts(self, theta: Tensor) -> Tensor:
-        """Expected event counts nu_j(theta) per window: [B, J]."""
+    def true_counts(self, theta: Tensor) -> Tensor:
+        """Expected true events per window, [B, J] (before any detector)."""
         return torch.stack([g.integral(v) for g, v in zip(self.grids, self.vertex_values(theta))], -1)
+
+    def count_weights(self, like: Tensor) -> Tensor:
+        """C [J, V] with the folded expected counts nu = C v of the concatenated vertex values v [V] (a detector)."""
+        if self.folding is None:
+            raise ValueError("count_weights: the experiment has no detector (its counts are true_counts)")
+        key = (like.dtype, like.device)
+        if key not in self._counts:
+            self._counts[key] = self.folding.count_weights().to(dtype=like.dtype, device=like.device)
+        return self._counts[key]
+
+    def expected_counts(self, theta: Tensor) -> Tensor:
+        """Expected observed event counts nu_j(theta) per window: [B, J] (folded with a detector)."""
+        if self.folding is None:
+            return self.true_counts(theta)
+        values = torch.cat([v.reshape(theta.shape[0], -1) for v in self.vertex_values(theta)], 1)
+        return values @ self.count_weights(values).T
+
+    def observed_interpolation(self, events: Tensor, dataset: int | str) -> tuple[FixedSparse, Tensor]:
+        """(M [n, V], log J [n]) with the folded lambda_j(e) = (M v)(e) / J(e) at reconstructed events [n, 2].
+
+        v are the concatenated vertex values of all windows (a detector's folding reads every window's table);
+        without a detector the likelihood uses :meth:`event_interpolation` per window.
+        """
+        if self.folding is None:
+            raise ValueError("observed_interpolation: the experiment has no detector (use event_interpolation)")
+        return self.folding.event_interpolation(events, self.index(dataset))
 
     def log_intensity(
         self, theta: Tensor, events: Tensor, dataset: int | str, values: list[Tensor] | None = None
     ) -> Tensor:
-        """Log lambda_j(x, Q^2; theta) per unit x and Q^2 at events [B, n, 2] or [n, 2] (columns x, Q^2): [B, n]."""
+        """Log lambda_j(x, Q^2; theta) per unit x and Q^2 at events [B, n, 2] or [n, 2] (columns x, Q^2): [B, n].
+
+        The true-level intensity (before any detector; the folded one is :meth:`observed_interpolation`'s).
+        """
         j = self.index(dataset)
         grid = self.grids[j]
         values = values if values is not None else self.vertex_values(theta)

@@ -1,9 +1,11 @@
 """Statistics of the DIS problem: the extended unbinned likelihood, Fisher matrix, Cramér–Rao bound and MLE.
 
 log L(theta) = sum_j [ -nu_j(theta) + sum_{e in j} log lambda_j(e; theta) ] over the Q^2 windows, with the
-tabulated intensities of :class:`physics.dis.experiment.DISExperiment`. The expected Fisher information of a
-Poisson process is I(theta) = sum_j int (d lambda_j)(d lambda_j)^T / lambda_j; it is integrated with a
-3 x 3 Gauss rule in every table cell.
+tabulated intensities of :class:`physics.dis.experiment.DISExperiment` (folded ones with a detector: every
+lambda_j and nu_j is a fixed linear map of the concatenated table vertices). The expected Fisher information of
+a Poisson process is I(theta) = sum_j int (d lambda_j)(d lambda_j)^T / lambda_j; it is integrated with a
+3 x 3 Gauss rule in every table cell, or with a detector a 2 x 2 rule on 48 x 48 reconstructed cells per
+window.
 
 References:
     Barlow, "Extended maximum likelihood", Nucl. Instrum. Meth. A 297 (1990) 496.
@@ -48,7 +50,9 @@ class DISLikelihood:
         self.experiment = experiment
         self.events = events
         self.weights = weights if weights is not None else [torch.ones(len(e), dtype=e.dtype) for e in events]
-        self._interp = [experiment.event_interpolation(ev, j) for j, ev in enumerate(events)]
+        # Without a detector each window's events see only its own table (the faster per-window products).
+        interp = experiment.event_interpolation if experiment.folding is None else experiment.observed_interpolation
+        self._interp = [interp(ev, j) for j, ev in enumerate(events)]
 
     def reweighted(self, weights: list[Tensor]) -> DISLikelihood:
         """The same events with other weights (the event interpolation is shared, not recomputed)."""
@@ -59,19 +63,31 @@ class DISLikelihood:
     def __call__(self, theta: Tensor, check: bool = True) -> Tensor:
         """Log L per parameter set [B] (constants dropped); ``check=False``: NaN where F2 is not positive."""
         exp = self.experiment
-        values = exp.vertex_values(theta, check=check)
-        total = -torch.stack([g.integral(v) for g, v in zip(exp.grids, values)], -1).sum(-1)
-        for (matrix, log_jac), v, w in zip(self._interp, values, self.weights):
+        grids = exp.vertex_values(theta, check=check)
+        tables = [v.reshape(theta.shape[0], -1) for v in grids]
+        if exp.folding is None:
+            columns = [v.T for v in tables]
+            total = -torch.stack([g.integral(v) for g, v in zip(exp.grids, grids)], -1)
+        else:
+            values = torch.cat(tables, 1)  # every dataset's folded intensity reads every window's table
+            columns = [values.T] * len(tables)
+            total = -(values @ exp.count_weights(values).T)
+        total = total.sum(-1)
+        for (matrix, log_jac), v, w in zip(self._interp, columns, self.weights):
             if matrix.shape[0]:
-                dens = matrix @ v.reshape(len(v), -1).T  # [n_j, B]
-                log_lam = torch.log(dens.T) - log_jac.to(theta)
+                log_lam = torch.log((matrix @ v).T) - log_jac.to(theta)  # [B, n_j]
                 total = total + (log_lam * w.to(theta)).sum(-1)
         return total
 
 
 def fisher_information(experiment: DISExperiment, theta: Tensor) -> Tensor:
-    """Expected Fisher information of the extended likelihood at theta [1, D] (3 x 3 Gauss per cell): [D, D]."""
+    """Expected Fisher information of the extended likelihood at theta [1, D]: [D, D].
+
+    3 x 3 Gauss points per table cell; with a detector, 2 x 2 points on 48 x 48 reconstructed cells per window.
+    """
     theta = theta.reshape(1, -1)
+    if experiment.folding is not None:
+        return experiment.folded_fisher(theta, experiment.folding.fisher_rule(48, 2))[0]
     return poisson_fisher(experiment.vertex_jacobians(theta), experiment.grids, order=3)[0]
 
 

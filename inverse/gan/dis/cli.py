@@ -5,6 +5,7 @@ Usage::
     python -m inverse.gan.dis --config configs/closure_dis.yaml --out runs/closure-dis
     python -m inverse.gan.dis --config configs/closure_dis.yaml --truth -0.3,3.0,0.1,-1.1,-0.8
     python -m inverse.gan.dis --config configs/closure_dis.yaml --set physics.case=A --set gan.training.replicas=50
+    python -m inverse.gan.dis --config configs/closure_dis_detector.yaml   # reconstructed events (a detector)
 
 What a run does and writes: :mod:`inverse.gan.dis.run`.
 """
@@ -46,12 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", help="comma-separated true parameters (inside the prior box)")
     p.add_argument("--replicas", type=int, help="number of replicas R: gan.training.replicas")
     p.add_argument("--steps", type=int, help="training steps: gan.training.steps")
+    p.add_argument(
+        "--detector", choices=("on", "off"), help="on: events pass the runcard's detector (or the defaults); off: none"
+    )
     return p
 
 
 def resolve_config(args: argparse.Namespace) -> DISClosureConfig:
     """The runcard with the shortcut options, ``--truth`` and ``--set`` applied, validated."""
     shortcuts = shortcut_values(args, SHORTCUTS)
+    if args.detector is not None:
+        plain = resolve_runcard(DISClosureConfig, argparse.Namespace(config=args.config, set=[]))
+        keep = plain.physics.detector.model_dump() if plain.physics.detector is not None else {}
+        shortcuts["physics.detector"] = keep if args.detector == "on" else None
     if args.truth is not None:
         plain = resolve_runcard(DISClosureConfig, argparse.Namespace(config=args.config, set=[]))
         shortcuts.update(truth_values(args.truth, plain.physics.parameter_names))

@@ -13,6 +13,7 @@ import torch
 
 from inverse.gan.plots import plot_replica_histograms, plot_training
 from physics.dis.experiment import DISExperiment
+from physics.dis.folded import FoldedDISSampler
 from physics.dis.lhapdf import OUTPUT_PIDS, evolved_pdfs
 from physics.dis.sampling import DISSampler
 from physics.pseudodata import EventData
@@ -63,7 +64,8 @@ def plot_f2_windows(experiment: DISExperiment, data: EventData, est: np.ndarray,
     """F2(x) at each window's central Q^2: the replicas' band, the truth and the data unfolded bin by bin.
 
     A data point is F2 of the replicas' mean times observed / expected events in its ln x bin (its error bar
-    the Poisson sqrt(n) / expected).
+    the Poisson sqrt(n) / expected); with a detector both counts are of reconstructed events, so the ratio is a
+    bin-by-bin correction for the resolution, acceptance and migrations.
     """
     sf, mean = experiment.sf, torch.as_tensor(est.mean(0, keepdims=True))
     fig, axes = plt.subplots(1, len(experiment.grids), figsize=(3.4 * len(experiment.grids), 3.0), squeeze=False)
@@ -78,11 +80,19 @@ def plot_f2_windows(experiment: DISExperiment, data: EventData, est: np.ndarray,
         lo, hi = np.quantile(band, [0.16, 0.84], axis=0)
         ax.fill_between(xs, lo, hi, color="tab:red", alpha=0.3, label="GAN replicas 68 %")
         ax.plot(xs, sf.f2_fl(experiment.truth_tensor(), xt, q2t)[0][0].numpy(), "k--", lw=1, label="truth")
-        # expected events per bin: 20000 exact events at the replicas' mean, scaled to the expected count
+        # expected events per bin: 20000 exact events (reconstructed ones, weighted, with a detector) at the
+        # replicas' mean, scaled to the expected count
         gen = torch.Generator().manual_seed(j)
-        sim = DISSampler(experiment).sample(mean, 20000, j, generator=gen)[0].numpy()
+        if experiment.folding is None:
+            sim, w_sim = DISSampler(experiment).sample(mean, 20000, j, generator=gen)[0].numpy(), None
+        else:
+            sim, w_sim = FoldedDISSampler(DISSampler(experiment), experiment).sample_weighted(
+                mean, 20000, j, generator=gen
+            )
+            sim, w_sim = sim[0].numpy(), w_sim[0].numpy()
         nu = float(experiment.expected_counts(mean)[0, j])
-        expected = np.histogram(sim[:, 0], edges)[0] * nu / len(sim)
+        hist = np.histogram(sim[:, 0], edges, weights=w_sim)[0]
+        expected = hist * nu / (len(sim) if w_sim is None else w_sim.sum())
         observed = np.histogram(ev[:, 0], edges)[0]
         centres = np.sqrt(edges[1:] * edges[:-1])
         f2c = sf.f2_fl(mean, torch.as_tensor(centres)[None], torch.full((1, bins), q2c, dtype=torch.float64))[0][
