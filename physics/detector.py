@@ -46,10 +46,10 @@ from torch import Tensor
 
 from physics.config import DatasetSpec, DetectorConfig, QuadratureConfig
 from physics.quadrature import LogitRule, integrate_terms, logit_rule
-from physics.sampling import EventSampler
+from physics.sampling import EventSampler, resample_by_weight
 from physics.theory import Theory, terms_density
 
-__all__ = ["Detector", "FoldedSampler", "Folding", "true_pieces"]
+__all__ = ["Detector", "FoldedSampler", "Folding", "draw_source", "true_pieces"]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
@@ -278,6 +278,19 @@ class Folding:
         ]
 
 
+def draw_source(inner: EventSampler, theta: Tensor, n: int, source: int, noise: Tensor) -> tuple[Tensor, Tensor | None]:
+    """True events of one source dataset for a folded sampler, with self-normalised weights if ``inner`` has any.
+
+    A score-function sampler (MCMC): its weights, self-normalised per source, carry
+    grad E_{p_k}[.] = E[(. ) grad log sigma] - E[.] grad log I_k, which with the differentiable nu_k = L I_k of
+    the caller makes the unnormalised L int sigma eps P_j f exact. Other samplers: (events, None).
+    """
+    if inner.weighted:
+        x, w_in = inner.sample_weighted(theta, n, source, noise=noise)
+        return x, w_in / w_in.mean(-1, keepdim=True)
+    return inner.sample(theta, n, source, noise=noise), None
+
+
 class FoldedSampler(EventSampler):
     """Reconstructed events of any true-level sampler (exact, MCMC or a surrogate) seen through the detector.
 
@@ -327,14 +340,7 @@ class FoldedSampler(EventSampler):
         for i, k in enumerate(self._sources[j]):
             part = noise[..., i * self.per_source : (i + 1) * self.per_source]
             inner_noise = part[..., 0] if self.inner.noise_dim == 1 else part[..., :-1]
-            if self.inner.weighted:
-                # A score-function sampler (MCMC): its weights, self-normalised per source, carry
-                # grad E_{p_k}[.] = E[(. ) grad log sigma] - E[.] grad log I_k, which with the differentiable
-                # nu_k = L I_k below makes the unnormalised L int sigma eps P_j f exact.
-                x, w_in = self.inner.sample_weighted(theta, n, k, noise=inner_noise)
-                w_in = w_in / w_in.mean(-1, keepdim=True)
-            else:
-                x, w_in = self.inner.sample(theta, n, k, noise=inner_noise), None
+            x, w_in = draw_source(self.inner, theta, n, k, inner_noise)
             log_x = torch.log(x)
             log_y = det.draw_in_window(log_x, part[..., -1], log_lo, log_hi)
             w = nu_true[:, k : k + 1] / n * det.efficiency(x) * det.window(log_x, log_lo, log_hi)
@@ -356,5 +362,4 @@ class FoldedSampler(EventSampler):
         if noise is not None:
             raise ValueError("FoldedSampler.sample draws its own resampling indices; pass noise to sample_weighted")
         x, w = self.sample_weighted(theta, n, dataset, generator=generator)
-        idx = torch.multinomial(w.detach(), n, replacement=True, generator=generator)
-        return x.gather(1, idx)
+        return resample_by_weight(x, w, n, generator)

@@ -40,7 +40,7 @@ from physics.config import DatasetSpec, QuadratureConfig
 from physics.quadrature import LogitRule, local_integral, logit_rule, panel_integrals, z_integrand
 from physics.theory import Terms, Theory, terms_log_density
 
-__all__ = ["EventSampler", "InverseCDFSampler"]
+__all__ = ["EventSampler", "InverseCDFSampler", "resample_by_weight"]
 
 
 class EventSampler(nn.Module, ABC):
@@ -259,3 +259,12 @@ class InverseCDFSampler(EventSampler):
         xs = torch.where(inside, x, torch.full_like(x, 0.5 * (spec.x_min + spec.x_max)))
         values = terms_log_density(terms, torch.log(xs), torch.log1p(-xs)) - log_norm
         return torch.where(inside, values, torch.full_like(values, -torch.inf))
+
+
+def resample_by_weight(x: Tensor, w: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+    """N of the weighted events x [B, m, ...] per parameter set, drawn with replacement by their weights [B, m].
+
+    Values only: the indices carry no gradient through the weights (use the weighted events where it matters).
+    """
+    idx = torch.multinomial(w.detach(), n, replacement=True, generator=generator)
+    return x.gather(1, idx.reshape(*idx.shape, *([1] * (x.ndim - 2))).expand(-1, -1, *x.shape[2:]))

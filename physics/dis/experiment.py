@@ -62,8 +62,6 @@ class DISExperiment:
         self.names = [w.name for w in config.datasets]
         self.grids = [WindowGrid(w, config.kinematics, rows, cols) for w in config.datasets]
         self._vertex = [self._vertex_terms(g) for g in self.grids]
-        sizes = [len(g.u) * (g.cols + 1) for g in self.grids]
-        self.vertex_offsets = [sum(sizes[:j]) for j in range(len(sizes))]
         self.detector = None if config.detector is None else DISDetector(config.detector, config.kinematics)
         self.folding = None if self.detector is None else DISFolding(self.grids, self.detector)
         self._counts: dict[tuple[torch.dtype, torch.device], Tensor] = {}

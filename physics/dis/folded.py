@@ -20,8 +20,9 @@ import torch
 from torch import Tensor
 from torch.nn.functional import logsigmoid
 
+from physics.detector import draw_source
 from physics.dis.experiment import DISExperiment
-from physics.sampling import EventSampler
+from physics.sampling import EventSampler, resample_by_weight
 
 __all__ = ["FoldedDISSampler"]
 
@@ -87,13 +88,7 @@ class FoldedDISSampler(EventSampler):
         events, weights = [], []
         for i, k in enumerate(self._sources[j]):
             part = noise[..., i * self.per_source : (i + 1) * self.per_source]
-            inner_noise = part[..., : self.inner.noise_dim]
-            if self.inner.weighted:
-                # Self-normalised score weights per source (see physics.detector.FoldedSampler for why).
-                ev, w_in = self.inner.sample_weighted(theta, n, k, noise=inner_noise)
-                w_in = w_in / w_in.mean(-1, keepdim=True)
-            else:
-                ev, w_in = self.inner.sample(theta, n, k, noise=inner_noise), None
+            ev, w_in = draw_source(self.inner, theta, n, k, part[..., : self.inner.noise_dim])
             rec, w_det = self._reconstruct(ev[..., 0], ev[..., 1], part[..., self.inner.noise_dim :], j)
             w = nu_true[:, k : k + 1] / n * w_det
             events.append(rec)
@@ -113,5 +108,4 @@ class FoldedDISSampler(EventSampler):
         if noise is not None:
             raise ValueError("FoldedDISSampler.sample draws its own resampling indices; pass noise to sample_weighted")
         x, w = self.sample_weighted(theta, n, dataset, generator=generator)
-        idx = torch.multinomial(w.detach(), n, replacement=True, generator=generator)
-        return x.gather(1, idx[..., None].expand(-1, -1, 2))
+        return resample_by_weight(x, w, n, generator)
