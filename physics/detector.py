@@ -313,6 +313,7 @@ class FoldedSampler(EventSampler):
         self.dataset_names = list(inner.dataset_names)
         self._sources = [folding.sources(j) for j in range(len(self.dataset_names))]
         self.per_source = inner.noise_dim + 1
+        self.per_event_noise = inner.per_event_noise
         self.noise_dim = self.per_source * max(len(s) for s in self._sources)
 
     def events_per_draw(self, n: int, dataset: int | str) -> int:

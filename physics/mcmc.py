@@ -126,6 +126,7 @@ class MCMCSampler(EventSampler):
     """
 
     weighted = True
+    per_event_noise = False  # the uniforms start chains and seed the proposals
 
     def __init__(self, theory: Theory, datasets: Sequence[DatasetSpec], config: MCMCConfig | None = None) -> None:
         super().__init__()

@@ -52,7 +52,9 @@ class EventSampler(nn.Module, ABC):
     (MCMC, the detector) set ``weighted = True`` and implement ``sample_weighted``, which returns (events, weights);
     consumers then use self-normalised weighted means, through which the weights' gradients flow.
     ``event_dim`` is the dimension d of one event: events are [B, n] when it is 1 (the toy's x), [B, n, d]
-    otherwise (DIS: columns x and Q^2).
+    otherwise (DIS: columns x and Q^2). ``per_event_noise`` says that each event is a function of its own
+    uniforms alone (an inverse transform), so the uniforms may be a randomized quasi-random point set
+    (``physics.quasirandom``); an MCMC sampler, whose uniforms start chains and seed proposals, sets it False.
     """
 
     dataset_names: list[str]
@@ -60,6 +62,7 @@ class EventSampler(nn.Module, ABC):
     noise_dim: int = 1
     event_dim: int = 1
     weighted: bool = False
+    per_event_noise: bool = True
 
     def dataset_index(self, dataset: int | str) -> int:
         """Position of ``dataset`` (index or name) in ``dataset_names``."""

@@ -3,6 +3,7 @@ the likelihood and LHAPDF sets."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import numpy as np
@@ -181,6 +182,33 @@ def test_sampled_events_have_reparameterised_gradients(experiment):
         fd = ((weights * (torch.log(ev_p[:, 0]) + torch.log(ev_p[:, 1]))).sum()
               - (weights * (torch.log(ev_m[:, 0]) + torch.log(ev_m[:, 1]))).sum()) / (2 * h)  # fmt: skip
         assert abs(fd.item() - grad[0, i].item()) < 1e-5 * max(1.0, abs(fd.item())), (i, fd.item(), grad[0, i].item())
+
+
+def test_shared_tables_give_the_same_values_and_gradients_and_end_with_their_scope(experiment):
+    """Inside ``sharing_tables`` the sampler's windows and the counts at one theta evaluate the theory once; the
+    loss and its gradient equal the unshared ones, and after the scope a second backward evaluates afresh."""
+    sampler = DISSampler(experiment)
+    base = experiment.truth_tensor() + torch.tensor([[0.02, -0.1, 0.003, 0.01, 0.02]], dtype=torch.float64)
+    noise = torch.rand(3, 64, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 0.98 + 0.01
+
+    def loss_and_grad(shared: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        theta = base.expand(3, 1, -1).clone().requires_grad_(True)  # [r, B, D], as the GAN's generator gives
+        flat = theta.reshape(3, 5)
+        with experiment.sharing_tables() if shared else contextlib.nullcontext():
+            events = [sampler.sample(flat, 64, j, noise=noise) for j in range(len(experiment.names))]
+            counts = experiment.expected_counts(theta.reshape(3, 5))
+            if shared:  # a view of the same tensor finds the tables the sampler made
+                assert experiment.vertex_values(theta.reshape(3, 5))[2] is sampler._tables(flat, 2)
+        loss = sum(torch.log(e).sum() for e in events) + counts.log().sum()
+        (grad,) = torch.autograd.grad(loss, theta)
+        return loss.detach(), grad
+
+    plain, shared = loss_and_grad(False), loss_and_grad(True)
+    assert torch.allclose(plain[0], shared[0], rtol=1e-12) and torch.allclose(plain[1], shared[1], rtol=1e-10)
+    assert not experiment.shares_tables and experiment._last_values is None
+    theta = base.clone().requires_grad_(True)
+    for _ in range(2):  # outside a scope nothing is reused, so a freed graph is never met again
+        experiment.expected_counts(theta).sum().backward()
 
 
 def test_sampler_follows_the_tabulated_density(experiment):

@@ -159,6 +159,39 @@ def test_natural_gradient_drops_a_clamped_coordinate_from_the_newton_system():
     assert torch.allclose(offset.detach()[0, 0], expected)
 
 
+def test_natural_gradient_in_the_box_returns_from_an_edge_and_never_jumps_to_one():
+    from inverse.gan.natural import NaturalGradient
+
+    # One coordinate, theta = sigmoid(phi) on the unit box, -log L = (theta - target)^2 / (2 sd^2): the metric in
+    # phi is J^2 / sd^2 and the gradient J (theta - target) / sd^2, with J = s (1 - s).
+    sd = 0.05
+
+    def run(phi0: float, target: float, steps: int, every: int = 1) -> list[float]:
+        offset = torch.nn.Parameter(torch.tensor([[[phi0]]], dtype=torch.float64))
+
+        def jac() -> torch.Tensor:
+            s = torch.sigmoid(offset.detach())
+            return s * (1 - s)
+
+        metric = lambda: (jac() ** 2 / sd**2).reshape(1, 1, 1)  # noqa: E731
+        opt = NaturalGradient([offset], metric, lr=1.0, damping=0.0, max_step=2.0, metric_every=every, step_space="box")
+        path = []
+        for _ in range(steps):
+            offset.grad = jac() * (torch.sigmoid(offset.detach()) - target) / sd**2
+            opt.step()
+            path.append(torch.sigmoid(offset.detach()).item())
+        return path
+
+    back = run(-7.4, 0.6, 12)  # stuck at the lower edge, the optimum 12 sd inside
+    assert back[0] == pytest.approx(torch.sigmoid(torch.tensor(-7.4)).item() + 2 * sd, rel=1e-6)  # a 2 sd step
+    assert abs(back[-1] - 0.6) < 1e-6  # reaches the optimum, no bouncing
+    # A metric kept for 20 steps: its box part holds, the Jacobian is the current one (a stale Jacobian would
+    # inflate the second step by (J_now / J_then)^2, some 10^5 here, and throw s to the other edge).
+    assert abs(run(-7.4, 0.6, 12, every=20)[-1] - 0.6) < 1e-6
+    out = run(0.0, -0.5, 20)  # the optimum is beyond the lower edge: each step at most halves the distance
+    assert all(b >= a / 2 - 1e-15 for a, b in zip([0.5, *out], out)) and out[-1] > 0
+
+
 def test_optimizer_defaults_and_partial_sections():
     default = GANConfig()
     assert default.optimizer_g.name == "natural" and default.loss.kind == "density_ratio"

@@ -94,7 +94,7 @@ class OptimizerConfig(StrictModel):
 
     ``natural`` (generator only, ``generator.kind: point``) preconditions each replica's gradient with the expected
     Fisher matrix of the extended likelihood (``inverse.gan.natural``); ``damping``, ``max_step``,
-    ``metric_every``, ``max_logit_step`` and ``damping_scale`` belong to it.
+    ``metric_every``, ``max_logit_step``, ``damping_scale`` and ``step_space`` belong to it.
     """
 
     name: Literal["adam", "adamw", "sgd", "rmsprop", "natural"] = Field(
@@ -114,6 +114,11 @@ class OptimizerConfig(StrictModel):
     )
     damping_scale: Literal["mean", "diagonal"] = Field(
         "mean", description="natural: damping times the mean metric diagonal, or each coordinate's own (Marquardt)"
+    )
+    step_space: Literal["logit", "box"] = Field(
+        "logit",
+        description="natural: take the step in the pre-sigmoid values (logit), or in the box itself with at most "
+        "half the distance to an edge per step (box)",
     )
 
     @model_validator(mode="after")
@@ -171,6 +176,11 @@ class TrainingConfig(StrictModel):
     )
     bootstrap: bool = Field(
         True, description="Poisson(1) event weights per replica (False: every replica fits the data as they are)"
+    )
+    uniforms: Literal["random", "sobol"] = Field(
+        "random",
+        description="the sampler's base uniforms: random (independent) | sobol (a randomly shifted Sobol set per "
+        "parameter set and step; inverse-transform samplers only)",
     )
     polyak: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of the last steps averaged into the estimate")
     dtype: Literal["float32", "float64"] = Field("float32", description="float32 or float64 (Lightning's precision)")
@@ -264,6 +274,11 @@ class GANConfig(StrictModel):
             raise ValueError(
                 "optimizer_g.name: natural (the default) needs generator.kind: point (a Fisher step per replica); "
                 "for an mlp generator set optimizer_g: {name: adam}"
+            )
+        if self.training.uniforms == "sobol" and self.sampler.kind == "mcmc":
+            raise ValueError(
+                "training.uniforms: sobol needs an inverse-transform sampler; sampler.kind: mcmc uses its uniforms "
+                "to start chains and seed proposals (set uniforms: random)"
             )
         k, world = self.discriminator.set_size, self.training.world_size
         if self.training.events_per_param % (k * world):

@@ -14,6 +14,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 
 import torch
@@ -28,6 +29,7 @@ from inverse.stacked import replica_generator
 from physics.datasets import Experiment
 from physics.likelihood import fisher_information
 from physics.pseudodata import EventData, poisson_replica_weights
+from physics.quasirandom import rotated, sobol_points
 from physics.sampling import EventSampler
 
 __all__ = ["CPU_CHUNK", "InverseGAN"]
@@ -94,6 +96,11 @@ class InverseGAN(StepBatches, nn.Module):
         t = config.training
         self.sampler = sampler if sampler is not None else build_sampler(config.sampler, experiment)
         self.weighted = self.sampler.weighted
+        if t.uniforms == "sobol" and not self.sampler.per_event_noise:
+            raise ValueError(
+                f"gan.training.uniforms: sobol needs a sampler that maps each event's own uniforms to the event; "
+                f"{type(self.sampler).__name__}'s uniforms start chains and seed proposals (use uniforms: random)"
+            )
         ids = self.replica_ids = _checked_replicas(config, experiment, data, self.sampler, replicas)
         self.n_datasets = len(data.names)
         mean, std = self._register_data(data, ids)
@@ -191,10 +198,18 @@ class InverseGAN(StepBatches, nn.Module):
         extra = (self.sampler.noise_dim,) if self.sampler.noise_dim > 1 else ()
         shape = (t.params_per_step, t.events_per_param, *extra)
         own = self._block(t.events_per_param)
+        base = None
+        # The order of the points matters only where events are grouped in sets or split between processes.
+        shuffle = self.config.discriminator.set_size > 1 or self.world > 1
+        if t.uniforms == "sobol":
+            base = sobol_points(t.events_per_param, self.sampler.noise_dim, like.dtype, like.device)
         for g in self.rngs()[replicas]:
             noise.append(self.generator.draw_noise(t.params_per_step, g))
             for j in range(self.n_datasets):
-                u = torch.rand(shape, generator=g, dtype=like.dtype, device=like.device)
+                if base is None:
+                    u = torch.rand(shape, generator=g, dtype=like.dtype, device=like.device)
+                else:
+                    u = rotated(base, t.params_per_step, g, shuffle).reshape(shape)
                 uniforms[j].append(u[:, own])
         return torch.stack(noise), [torch.stack(u) for u in uniforms]
 
@@ -234,7 +249,8 @@ class InverseGAN(StepBatches, nn.Module):
     def simulate_detached(self, replicas: slice) -> list[Generated]:
         """Fresh generated events (no gradient) for extra discriminator updates."""
         noise, uniforms = self._draw(replicas)
-        return self.simulate(self.generator(noise, replicas), uniforms)
+        with self._shared_tables():
+            return self.simulate(self.generator(noise, replicas), uniforms)
 
     # -- losses ---------------------------------------------------------------------------------------------
     def generator_loss(self, replicas: slice) -> tuple[Tensor, Tensor, list[Tensor]]:
@@ -247,20 +263,26 @@ class InverseGAN(StepBatches, nn.Module):
         k = self.config.discriminator.set_size
         noise, uniforms = self._draw(replicas)
         theta = self.generator(noise, replicas)
-        events = self.simulate(theta, uniforms)
         observed = self.observed[replicas]
         mask = self.fit_mask[replicas]
         weight = GENERATOR_WEIGHT[loss_cfg.kind] / k
         total = theta.new_zeros(theta.shape[0])
-        for j, (x, w) in enumerate(events):
-            out = self.discriminators(self._generated_sets(x), j, replicas)
-            per_event = generator_loss(loss_cfg.kind, out, loss_cfg.logit_clip, self._set_weights(w))
-            total = total + mask[:, j] * weight * observed[:, j] * per_event
-        if loss_cfg.rate:
-            r, b, d = theta.shape
-            expected = self.experiment.expected_counts(theta.reshape(r * b, d)).reshape(r, b, -1)
-            total = total + rate_loss(expected, observed, mask)
+        with self._shared_tables():  # the sampler's windows and the rate term evaluate the theory once
+            events = self.simulate(theta, uniforms)
+            for j, (x, w) in enumerate(events):
+                out = self.discriminators(self._generated_sets(x), j, replicas)
+                per_event = generator_loss(loss_cfg.kind, out, loss_cfg.logit_clip, self._set_weights(w))
+                total = total + mask[:, j] * weight * observed[:, j] * per_event
+            if loss_cfg.rate:
+                r, b, d = theta.shape
+                expected = self.experiment.expected_counts(theta.reshape(r * b, d)).reshape(r, b, -1)
+                total = total + rate_loss(expected, observed, mask)
         return total, theta.detach(), [e.detach() for e in events]
+
+    def _shared_tables(self) -> AbstractContextManager:
+        """The experiment's scope for reusing theory tables within one step (none for an experiment without)."""
+        scope = getattr(self.experiment, "sharing_tables", None)
+        return scope() if scope is not None else nullcontext()
 
     def discriminator_loss(self, events: list[Generated], replicas: slice) -> Tensor:
         """Discriminator objective per replica, [r], on generated events per dataset."""

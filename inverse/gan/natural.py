@@ -19,6 +19,12 @@ per step (the whole step is scaled, so its direction is kept), which stops such 
 clamp by a gradient that pushes it further out leaves the Newton system (projected Newton), so that its coupling
 does not deflect the other coordinates away from their optimum on that face of the box.
 
+Even so the metric is not the curvature in phi near an edge (the sigmoid bends over one step): the Newton step of
+a coordinate there is hundreds of units, a cap turns it into a fixed +-1 that bounces, and the whole-step scaling
+freezes the others. ``step_space="box"`` takes the step in s = sigmoid(phi) instead, through the Jacobian
+s (1 - s), where the likelihood is close to quadratic, and moves no coordinate more than half its distance to the
+edge it approaches (the fraction-to-boundary rule of interior-point methods).
+
 The discriminators bound the speed: after a step they must relearn the density ratio before the next gradient is
 right, which is why a larger trust region or learning rate makes the fit oscillate instead of converging faster
 (measured: docs/solvers/gan.md).
@@ -27,6 +33,7 @@ References:
     Amari, "Natural gradient works efficiently in learning", Neural Computation 10 (1998) 251.
     Bertsekas, "Projected Newton methods for optimization problems with simple constraints", SIAM J. Control
     Optim. 20 (1982) 221.
+    Nocedal & Wright, "Numerical Optimization", 2nd ed., Springer (2006), ch. 19 (fraction to the boundary).
 """
 
 from __future__ import annotations
@@ -55,6 +62,9 @@ class NaturalGradient(torch.optim.Optimizer):
         damping_scale: ``mean``: lambda times the mean metric diagonal on every coordinate; ``diagonal``: lambda
             times each coordinate's own diagonal (Marquardt), which keeps the damping from swamping a coordinate
             whose metric has collapsed near a box edge.
+        step_space: ``logit``: the step is added to the pre-sigmoid values; ``box``: it is mapped to the unit box
+            s = sigmoid(phi) by its Jacobian and taken there, each coordinate going at most ``BOUNDARY_FRACTION``
+            of its distance to the edge it moves toward (a fraction-to-boundary rule).
     """
 
     def __init__(
@@ -68,6 +78,7 @@ class NaturalGradient(torch.optim.Optimizer):
         max_logit: float = 12.0,
         max_logit_step: float | None = None,
         damping_scale: str = "mean",
+        step_space: str = "logit",
     ) -> None:
         super().__init__(params, {"lr": lr})
         group = self.param_groups[0]["params"]
@@ -82,6 +93,9 @@ class NaturalGradient(torch.optim.Optimizer):
         if damping_scale not in ("mean", "diagonal"):
             raise ValueError(f"damping_scale must be 'mean' or 'diagonal', got {damping_scale!r}")
         self.damping_scale = damping_scale
+        if step_space not in ("logit", "box"):
+            raise ValueError(f"step_space must be 'logit' or 'box', got {step_space!r}")
+        self.step_space = step_space
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -93,32 +107,66 @@ class NaturalGradient(torch.optim.Optimizer):
             return loss
         state = self.state[p]
         count = state.get("step", 0)
-        if "metric" not in state or count % self.metric_every == 0:
-            state["metric"] = self.metric().to(dtype=p.dtype, device=p.device)
-        state["step"] = count + 1
-        fisher = state["metric"]
         n_rep, _, dim = p.shape
-        diag = fisher.diagonal(dim1=-2, dim2=-1)
-        scale = diag.mean(-1, keepdim=True) if self.damping_scale == "mean" else diag
-        damped = fisher + torch.diag_embed(self.damping * scale.clamp_min(torch.finfo(p.dtype).tiny).expand(-1, dim))
+        phi = p.detach().reshape(n_rep, dim)
+        if "box_metric" not in state or count % self.metric_every == 0:
+            state["metric"] = self.metric().to(dtype=p.dtype, device=p.device)
+            # In the box the metric is kept without the Jacobian s (1 - s) it was computed with: the Jacobian
+            # changes by orders of magnitude in a step near an edge, the metric of the box itself slowly.
+            j = _unit_jacobian(phi)
+            state["box_metric"] = state["metric"] / (j[:, :, None] * j[:, None, :])
+        state["step"] = count + 1
         grad = p.grad.reshape(n_rep, dim)
         # Projected Newton: a coordinate held at the clamp by a gradient that pushes it further out leaves the
         # system, so its coupling does not deflect the other coordinates' steps (Bertsekas 1982).
-        phi = p.detach().reshape(n_rep, dim)
         active = (phi.abs() >= self.max_logit - 0.5) & (grad * phi.sign() < 0)
-        free = (~active).to(p.dtype)
-        damped = damped * free[:, :, None] * free[:, None, :] + torch.diag_embed(1.0 - free)
-        grad = grad * free
-        delta = torch.linalg.solve(damped, grad.unsqueeze(-1)).squeeze(-1)
-        length = torch.einsum("ri,rij,rj->r", delta, damped, delta).clamp_min(0).sqrt() * group["lr"]
-        # The trust region shrinks with the learning-rate schedule: wide while far from the optimum, narrow
-        # where the Polyak average is taken.
-        cap = self.max_step * group["lr"] / group.get("initial_lr", group["lr"])
-        factor = (cap / length.clamp_min(torch.finfo(p.dtype).tiny)).clamp(max=1.0)
-        step = (group["lr"] * factor)[:, None] * delta
+        if self.step_space == "box":
+            j = _unit_jacobian(phi)
+            ds = self._newton(state["box_metric"], grad / j, active, group)  # the gradient in s is grad / j
+            step = phi - _fraction_to_boundary(phi, ds)
+        else:
+            step = self._newton(state["metric"], grad, active, group)
         if self.max_logit_step is not None:
             largest = step.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
             step = step * (self.max_logit_step / largest).clamp(max=1.0)
         p.sub_(step.reshape(p.shape))
         p.clamp_(-self.max_logit, self.max_logit)
         return loss
+
+    def _newton(self, fisher: Tensor, grad: Tensor, active: Tensor, group: dict[str, Any]) -> Tensor:
+        """The damped, projected and trust-region-capped step [R, D] for metric [R, D, D] and gradient [R, D]."""
+        dim = grad.shape[-1]
+        diag = fisher.diagonal(dim1=-2, dim2=-1)
+        scale = diag.mean(-1, keepdim=True) if self.damping_scale == "mean" else diag
+        damped = fisher + torch.diag_embed(self.damping * scale.clamp_min(torch.finfo(grad.dtype).tiny).expand(-1, dim))
+        free = (~active).to(grad.dtype)
+        damped = damped * free[:, :, None] * free[:, None, :] + torch.diag_embed(1.0 - free)
+        grad = grad * free
+        delta = torch.linalg.solve(damped, grad.unsqueeze(-1)).squeeze(-1)
+        length = torch.einsum("ri,rij,rj->r", delta, damped, delta).clamp_min(0).sqrt() * group["lr"]
+        # The trust region shrinks with the learning-rate schedule: wide while far from the optimum, narrow
+        # where the Polyak average is taken. Its Mahalanobis length is the same in phi and in the box.
+        cap = self.max_step * group["lr"] / group.get("initial_lr", group["lr"])
+        factor = (cap / length.clamp_min(torch.finfo(grad.dtype).tiny)).clamp(max=1.0)
+        return (group["lr"] * factor)[:, None] * delta
+
+
+def _unit_jacobian(phi: Tensor) -> Tensor:
+    """The Jacobian s (1 - s) of s = sigmoid(phi), floored so that it divides safely at the clamp."""
+    s = torch.sigmoid(phi)
+    return (s * (1 - s)).clamp_min(torch.finfo(phi.dtype).tiny)
+
+
+BOUNDARY_FRACTION = 0.5
+
+
+def _fraction_to_boundary(phi: Tensor, ds: Tensor) -> Tensor:
+    """The pre-sigmoid values after the step s - ds in the unit box s = sigmoid(phi).
+
+    No coordinate goes more than ``BOUNDARY_FRACTION`` of its distance to the edge it moves toward, so s stays
+    inside (0, 1) and an edge is approached geometrically.
+    """
+    s = torch.sigmoid(phi)
+    room = torch.where(ds > 0, s, 1 - s) * BOUNDARY_FRACTION
+    s_new = s - ds.sign() * torch.minimum(ds.abs(), room)
+    return torch.logit(s_new.clamp(torch.finfo(phi.dtype).tiny, 1 - torch.finfo(phi.dtype).eps))

@@ -124,6 +124,7 @@ class GANModule(StepModule):
                 metric_every=o.metric_every,
                 max_logit_step=o.max_logit_step,
                 damping_scale=o.damping_scale,
+                step_space=o.step_space,
             )
         else:
             opt_g = make_optimizer(cfg.optimizer_g, self.model.generator.parameters())

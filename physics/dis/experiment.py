@@ -10,6 +10,8 @@ the intensities, counts and Fisher matrices of the observed level are the folded
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +67,8 @@ class DISExperiment:
         self.detector = None if config.detector is None else DISDetector(config.detector, config.kinematics)
         self.folding = None if self.detector is None else DISFolding(self.grids, self.detector)
         self._counts: dict[tuple[torch.dtype, torch.device], Tensor] = {}
+        self._last_values: tuple[tuple, Tensor, list[Tensor]] | None = None
+        self._sharing = 0
         truth = self.truth_tensor(torch.float64)
         sigma = torch.stack([g.integral(v) for g, v in zip(self.grids, self.vertex_values(truth, luminosity=1.0))], -1)
         self.cross_sections_pb = sigma[0].tolist()
@@ -154,10 +158,39 @@ class DISExperiment:
         """The tabulated density p(u, w) = L sigma Q^2 x (1-x) dz/dw at every window's vertices: [B, R+1, C+1].
 
         ``check=False`` skips the positivity check of F2; ``only`` computes one window (the list holds just it).
+        Inside :meth:`sharing_tables` the tables of the last theta are kept, so that a sampler drawing one window
+        at a time, the rate term and a detector's true counts at the same tensor share one evaluation.
         """
+        key = _values_key(theta, luminosity, check) if self._sharing else None
+        last = self._last_values
+        if key is not None and last is not None and last[0] == key:
+            return last[2] if only is None else [last[2][only]]
         nodes = self.node_values(theta, check)
-        windows = range(len(self.grids)) if only is None else [only]
-        return [self.window_values(nodes, j, luminosity) for j in windows]
+        if only is not None:
+            return [self.window_values(nodes, only, luminosity)]
+        values = [self.window_values(nodes, j, luminosity) for j in range(len(self.grids))]
+        if key is not None:  # the tensor is held with its key, so no other tensor can take its identity
+            self._last_values = (key, theta, values)
+        return values
+
+    @contextmanager
+    def sharing_tables(self) -> Iterator[None]:
+        """A scope in which :meth:`vertex_values` reuses the tables of the last theta (one graph, one step).
+
+        Outside it every call evaluates afresh, so a graph freed by ``backward`` is never reused.
+        """
+        self._sharing += 1
+        try:
+            yield
+        finally:
+            self._sharing -= 1
+            if not self._sharing:
+                self._last_values = None
+
+    @property
+    def shares_tables(self) -> bool:
+        """Whether a :meth:`sharing_tables` scope is open."""
+        return self._sharing > 0
 
     def vertex_jacobians(self, theta: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Vertex values [B, R+1, C+1] and their derivatives in theta [B, R+1, C+1, D], per window.
@@ -269,3 +302,14 @@ class DISExperiment:
     def __repr__(self) -> str:
         total = sum(self.expected)
         return f"DISExperiment(case={self.case!r}, windows={len(self.names)}, expected={total:.0f})"
+
+
+def _values_key(theta: Tensor, luminosity: float | None, check: bool) -> tuple:
+    """The table cache's key for theta.
+
+    The tensor (or the base of a view), its layout, the in-place version counter (which views share), the grad
+    mode and the other arguments.
+    """
+    base = theta if theta._base is None else theta._base
+    layout = (tuple(theta.shape), theta.stride(), theta.storage_offset(), theta.dtype, theta.device)
+    return (id(base), layout, theta._version, torch.is_grad_enabled(), luminosity, check)

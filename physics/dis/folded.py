@@ -51,6 +51,7 @@ class FoldedDISSampler(EventSampler):
         self.dataset_names = list(experiment.names)
         self._sources = experiment.folding.sources
         self.per_source = inner.noise_dim + 2
+        self.per_event_noise = inner.per_event_noise
         self.noise_dim = self.per_source * max(len(s) for s in self._sources)
 
     def events_per_draw(self, n: int, dataset: int | str) -> int:

@@ -81,6 +81,7 @@ class DISMCMCSampler(EventSampler):
     """
 
     weighted = True
+    per_event_noise = False  # the uniforms start chains and seed the proposals
     has_log_prob = False
     noise_dim = 2
     event_dim = 2

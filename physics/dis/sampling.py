@@ -20,7 +20,8 @@ class WindowTables:
     """Window tables at theta for samplers that draw one window at a time.
 
     The operator's node values (the costly, shared part) are computed once and reused while the same unchanged
-    tensor, in the same grad mode, asks for the other windows.
+    tensor, in the same grad mode, asks for the other windows; inside the experiment's ``sharing_tables`` scope
+    the whole tables come from the experiment's cache, shared with the counts.
 
     Args:
         experiment: the DIS experiment.
@@ -32,6 +33,8 @@ class WindowTables:
 
     def __call__(self, theta: Tensor, j: int) -> Tensor:
         """Window j's vertex values at theta [B, D]: [B, R+1, C+1]."""
+        if self.experiment.shares_tables:
+            return self.experiment.vertex_values(theta)[j]
         key = (theta._version, torch.is_grad_enabled())
         cached = self._nodes
         if cached is None or cached[0] is not theta or cached[1:3] != key:

@@ -31,6 +31,7 @@ class DISReportConfig(StrictModel):
     bootstrap_std_ratio_range: tuple[float, float] = Field(
         (0.9, 1.1), description="bar: replica sd / bootstrap-MLE sd inside this range for every parameter"
     )
+    fit_cpu_minutes_max: float = Field(10.0, gt=0, description="bar: CPU minutes of the GAN fit below this")
 
 
 class DISClosureConfig(StrictModel):

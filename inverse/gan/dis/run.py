@@ -176,6 +176,8 @@ def run_dis_closure(
     est = fitted.estimates().numpy()
     summary = {**_summary(config, experiment, data, ref, est), **provenance}
     summary["median_step_s"] = float(np.median(module.step_seconds)) if module.step_seconds else None
+    limit = config.report.fit_cpu_minutes_max
+    summary["targets_met"][f"fit_under_{limit:g}_cpu_minutes"] = bool(seconds["fit_cpu"] < 60 * limit)
     if config.report.lhapdf:
         names = experiment.parameter_names
         write_lhapdf_set(out / "lhapdf", "qcdgip_dis_replicas", config.physics, experiment.operator,
