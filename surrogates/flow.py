@@ -2,12 +2,13 @@
 
 Events are one-dimensional, so a conditional flow is a monotone map between t in [0, 1] (the log-scaled x of
 the dataset's range) and a uniform base variable u, with the parameters as context. Here that map is a
-composition of ``layers`` rational-quadratic splines on [0, 1] (normflows' implementation of Durkan et al.);
-a context network turns the scaled parameters into every dataset's spline widths, heights and derivatives once
-per parameter set, and the per-event work is the spline itself. The density direction t -> u is the learned
-conditional CDF; sampling inverts it analytically, so samples are reparameterised: x(u; theta) is
-differentiable in theta. Sampling evaluates the spline in float64 (the analytic inverse's discriminant must not
-round below zero); the density direction and the network run in the weights' dtype.
+composition of ``layers`` rational-quadratic splines on [0, 1] (Durkan et al., as normflows flow layers). A
+context network turns the scaled parameters into every dataset's spline widths, heights and derivatives, which
+are normalised once per parameter set (:mod:`surrogates.spline`); the per-event work is a bin search and the
+spline formula. The density direction t -> u is the learned conditional CDF; sampling inverts it analytically,
+so samples are reparameterised: x(u; theta) is differentiable in theta. Sampling evaluates the spline in float64
+(the analytic inverse loses digits near flat bins); the density direction and the network run in the weights'
+dtype.
 
 References:
     Durkan, Bekasov, Murray and Papamakarios, "Neural Spline Flows", arXiv:1906.04032.
@@ -21,11 +22,11 @@ import math
 
 import normflows as nf
 import torch
-from normflows.utils.splines import DEFAULT_MIN_DERIVATIVE, rational_quadratic_spline
 from torch import Tensor, nn
 
 from surrogates.base import Surrogate, mlp
 from surrogates.config import SurrogateConfig
+from surrogates.spline import MIN_DERIVATIVE, spline_cdf, spline_inverse, spline_knots
 
 __all__ = ["ConditionalSpline1D", "FlowSurrogate"]
 
@@ -37,26 +38,22 @@ class ConditionalSpline1D(nf.flows.Flow):
 
     Follows normflows' convention: :meth:`forward` maps base -> data (sampling), :meth:`inverse` data -> base
     (density); both return the log |det| of their direction. ``context`` holds the unnormalized spline
-    parameters per parameter set, [B, 3K + 1] = K widths, K heights, K + 1 derivatives.
+    parameters per parameter set, [B, 3K + 1] = K widths, K heights, K + 1 derivatives; they are normalised once
+    per set and every event of the set shares them (:mod:`surrogates.spline`).
     """
 
     def __init__(self, bins: int) -> None:
         super().__init__()
         self.bins = bins
 
-    def _split(self, z: Tensor, context: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        k = self.bins
-        p = context.to(dtype)[:, None, :].expand(-1, z.shape[1], -1)
-        return z.to(dtype), p[..., :k], p[..., k : 2 * k], p[..., 2 * k :]
-
     def forward(self, z: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
         """Base u [B, n] -> t, and log |dt/du| (in float64: the analytic inverse's discriminant)."""
-        t, log_det = rational_quadratic_spline(*self._split(z, context, torch.float64), inverse=True)
+        t, log_det = spline_inverse(spline_knots(context.to(torch.float64), self.bins), z.to(torch.float64))
         return t.to(z.dtype), log_det.to(z.dtype)
 
     def inverse(self, z: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
         """Data t [B, n] -> u, and log |du/dt| (in the dtype of z)."""
-        return rational_quadratic_spline(*self._split(z, context, z.dtype), inverse=False)
+        return spline_cdf(spline_knots(context.to(z.dtype), self.bins), z)
 
 
 class FlowSurrogate(Surrogate):
@@ -86,7 +83,7 @@ class FlowSurrogate(Surrogate):
         # Start at the identity (uniform bins, unit derivatives), i.e. a log-uniform density in x.
         nn.init.zeros_(self.net[-1].weight)
         bias = torch.zeros(self.n_datasets, c.layers, self.n_knot_params)
-        bias[..., 2 * c.bins :] = math.log(math.expm1(1.0 - DEFAULT_MIN_DERIVATIVE))
+        bias[..., 2 * c.bins :] = math.log(math.expm1(1.0 - MIN_DERIVATIVE))
         with torch.no_grad():
             self.net[-1].bias.copy_(bias.flatten())
 

@@ -120,6 +120,7 @@ def test_lo_f2_is_the_parton_model_of_ekos_evolved_pdfs(config, experiment):
 
 @pytest.mark.slow
 def test_table_integrals_match_adaptive_cubature_to_1e6(experiment):
+    """The first and last windows' table integrals against scipy's adaptive cubature (its own tolerance 1e-8)."""
     theta = experiment.truth_tensor()
     values = experiment.vertex_values(theta)
     for grid, v in zip(experiment.grids[::3], values[::3]):
@@ -129,7 +130,7 @@ def test_table_integrals_match_adaptive_cubature_to_1e6(experiment):
             return grid.density(v, p[:, 0][None], p[:, 1][None])[0].numpy()
 
         res = integrate.cubature(
-            f, [grid.u[0].item(), 0.0], [grid.u[-1].item(), 1.0], rtol=1e-9, max_subdivisions=20000
+            f, [grid.u[0].item(), 0.0], [grid.u[-1].item(), 1.0], rtol=1e-8, max_subdivisions=20000
         )
         assert abs(res.estimate / grid.integral(v).item() - 1) < 1e-6, (res.estimate, grid.integral(v).item())
 
