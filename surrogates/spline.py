@@ -4,7 +4,7 @@ A conditional flow gives every parameter set one spline, and each set has hundre
 widths, heights and derivatives per event (what a general spline routine does when it is handed knots expanded to
 every event) repeats a softmax and two cumulative sums over all K bins n times per set. Here the knots are
 normalised once per set (:func:`spline_knots`, [..., K + 1]) and each event only finds its bin (a binary search)
-and gathers five numbers, so the per-event cost no longer grows with K.
+and gathers six numbers, so the per-event cost no longer grows with K.
 
 Conventions follow normflows' ``rational_quadratic_spline`` on the unit square (minimum bin width and height
 1e-3, derivatives ``min_derivative + softplus``), so the same network weights give the same map: the width axis

@@ -67,7 +67,7 @@ def test_gradients_reach_the_knot_parameters_as_finite_differences_say() -> None
     assert torch.autograd.gradcheck(total, (params,), eps=1e-6, atol=1e-5)
 
 
-def test_bad_shapes_are_refused_by_name() -> None:
+def test_bad_inputs_are_refused_by_name() -> None:
     params, points = _case(torch.float64)
     with pytest.raises(ValueError, match="spline parameters: last dimension"):
         spline_knots(params[:, :-1], BINS)
