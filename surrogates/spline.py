@@ -65,26 +65,8 @@ class _Bin(NamedTuple):
     height: Tensor
     d0: Tensor
     d1: Tensor
-
-
-def _bin_of(knots: SplineKnots, values: Tensor, axis: Tensor) -> _Bin:
-    """Each event's bin on ``axis`` (knots.x or knots.y), [..., n] per field."""
-    k = axis.shape[-1] - 1
-    index = torch.searchsorted(axis.contiguous(), values.contiguous(), right=True) - 1
-    index = index.clamp(0, k - 1)
-    following = index + 1
-
-    x0, x1 = knots.x.gather(-1, index), knots.x.gather(-1, following)
-    y0, y1 = knots.y.gather(-1, index), knots.y.gather(-1, following)
-    return _Bin(x0, x1 - x0, y0, y1 - y0, knots.slope.gather(-1, index), knots.slope.gather(-1, following))
-
-
-def _log_slope(b: _Bin, xi: Tensor, delta: Tensor) -> Tensor:
-    """The log-slope dy/dx inside a bin at the fraction xi of its width (Durkan et al., eq. 5)."""
-    mixed = xi * (1.0 - xi)
-    denominator = delta + (b.d0 + b.d1 - 2.0 * delta) * mixed
-    numerator = delta.square() * (b.d1 * xi.square() + 2.0 * delta * mixed + b.d0 * (1.0 - xi).square())
-    return torch.log(numerator) - 2.0 * torch.log(denominator)
+    delta: Tensor  # height / width
+    curvature: Tensor  # d0 + d1 - 2 delta
 
 
 def _check(knots: SplineKnots, values: Tensor) -> None:
@@ -98,6 +80,31 @@ def _check(knots: SplineKnots, values: Tensor) -> None:
         )
 
 
+def _bin_of(knots: SplineKnots, values: Tensor, axis: Tensor) -> _Bin:
+    """Each event's bin on ``axis`` (knots.x or knots.y), [..., n] per field."""
+    _check(knots, values)
+    k = axis.shape[-1] - 1
+    index = torch.searchsorted(axis.contiguous(), values.contiguous(), right=True) - 1
+    index = index.clamp(0, k - 1)
+    following = index + 1
+
+    x0, x1 = knots.x.gather(-1, index), knots.x.gather(-1, following)
+    y0, y1 = knots.y.gather(-1, index), knots.y.gather(-1, following)
+    d0, d1 = knots.slope.gather(-1, index), knots.slope.gather(-1, following)
+    width, height = x1 - x0, y1 - y0
+    delta = height / width
+    return _Bin(x0, width, y0, height, d0, d1, delta, d0 + d1 - 2.0 * delta)
+
+
+def _log_slope(b: _Bin, xi: Tensor, mixed: Tensor, denominator: Tensor) -> Tensor:
+    """The log-slope dy/dx inside a bin at the fraction xi of its width (Durkan et al., eq. 5).
+
+    ``mixed`` is xi (1 - xi) and ``denominator`` the spline's delta + curvature * mixed, shared with the map itself.
+    """
+    numerator = b.delta.square() * (b.d1 * xi.square() + 2.0 * b.delta * mixed + b.d0 * (1.0 - xi).square())
+    return torch.log(numerator) - 2.0 * torch.log(denominator)
+
+
 def spline_cdf(knots: SplineKnots, t: Tensor) -> tuple[Tensor, Tensor]:
     """The spline's map t -> u for events t [..., n] in [0, 1], and log du/dt.
 
@@ -108,13 +115,12 @@ def spline_cdf(knots: SplineKnots, t: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         u and log du/dt, both shaped like t.
     """
-    _check(knots, t)
     b = _bin_of(knots, t, knots.x)
-    delta = b.height / b.width
     xi = (t - b.x0) / b.width
     mixed = xi * (1.0 - xi)
-    u = b.y0 + b.height * (delta * xi.square() + b.d0 * mixed) / (delta + (b.d0 + b.d1 - 2.0 * delta) * mixed)
-    return u, _log_slope(b, xi, delta)
+    denominator = b.delta + b.curvature * mixed
+    u = b.y0 + b.height * (b.delta * xi.square() + b.d0 * mixed) / denominator
+    return u, _log_slope(b, xi, mixed, denominator)
 
 
 def spline_inverse(knots: SplineKnots, u: Tensor) -> tuple[Tensor, Tensor]:
@@ -130,13 +136,11 @@ def spline_inverse(knots: SplineKnots, u: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         t and log dt/du, both shaped like u.
     """
-    _check(knots, u)
     b = _bin_of(knots, u, knots.y)
-    delta = b.height / b.width
     offset = u - b.y0
-    curvature = b.d0 + b.d1 - 2.0 * delta
-    qa = offset * curvature + b.height * (delta - b.d0)
-    qb = b.height * b.d0 - offset * curvature
-    qc = -delta * offset
+    qa = offset * b.curvature + b.height * (b.delta - b.d0)
+    qb = b.height * b.d0 - offset * b.curvature
+    qc = -b.delta * offset
     root = (2.0 * qc) / (-qb - torch.sqrt((qb.square() - 4.0 * qa * qc).clamp_min(0.0)))
-    return b.x0 + root * b.width, -_log_slope(b, root, delta)
+    mixed = root * (1.0 - root)
+    return b.x0 + root * b.width, -_log_slope(b, root, mixed, b.delta + b.curvature * mixed)

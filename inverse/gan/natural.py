@@ -111,11 +111,11 @@ class NaturalGradient(torch.optim.Optimizer):
         phi = p.detach().reshape(n_rep, dim)
         box = self.step_space == "box"
         key = "box_metric" if box else "metric"
+        j = _unit_jacobian(phi) if box else None
         if key not in state or count % self.metric_every == 0:
             metric = self.metric().to(dtype=p.dtype, device=p.device)
-            if box:  # kept without the Jacobian s (1 - s) it was computed with: the Jacobian changes by orders of
-                # magnitude in a step near an edge, the metric of the box itself slowly
-                j = _unit_jacobian(phi)
+            if j is not None:  # kept without the Jacobian s (1 - s) it was computed with: the Jacobian changes by
+                # orders of magnitude in a step near an edge, the metric of the box itself slowly
                 metric = metric / (j[:, :, None] * j[:, None, :])
             state[key] = metric
         state["step"] = count + 1
@@ -123,8 +123,7 @@ class NaturalGradient(torch.optim.Optimizer):
         # Projected Newton: a coordinate held at the clamp by a gradient that pushes it further out leaves the
         # system, so its coupling does not deflect the other coordinates' steps (Bertsekas 1982).
         active = (phi.abs() >= self.max_logit - 0.5) & (grad * phi.sign() < 0)
-        if box:
-            j = _unit_jacobian(phi)
+        if j is not None:
             ds = self._newton(state["box_metric"], grad / j, active, group)  # the gradient in s is grad / j
             step = phi - _fraction_to_boundary(phi, ds)
         else:
