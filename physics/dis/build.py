@@ -21,6 +21,7 @@ from tqdm import tqdm
 from physics.dis.config import DISConfig
 from physics.dis.operator import (
     SHIPPED,
+    THRESHOLD_GAP,
     Operator,
     OperatorMismatchError,
     legacy_theory,
@@ -57,11 +58,16 @@ def pdf_q2_nodes(config: DISConfig) -> np.ndarray:
 
 
 def check_points(config: DISConfig) -> np.ndarray:
-    """Off-node points [P, 2] for the interpolation check: every third x mid-point at every ln Q^2 mid-point."""
+    """Off-node points [P, 2] for the interpolation check: every third x mid-point at every ln Q^2 mid-point.
+
+    The mid-point of a pair of nodes that brackets a threshold is the threshold itself, where F2 has no single
+    value beyond LO; it is left out.
+    """
     x, q2 = output_nodes(config)
     z = np.log(x / (1 - x))
     z_mid = 0.5 * (z[1:] + z[:-1])[::3]
-    q_mid = np.sqrt(q2[1:] * q2[:-1])
+    cells = q2[1:] > q2[:-1] * (1 + 10 * THRESHOLD_GAP)
+    q_mid = np.sqrt(q2[1:] * q2[:-1])[cells]
     zz, qq = np.meshgrid(z_mid, q_mid, indexing="ij")
     return np.stack([1.0 / (1.0 + np.exp(-zz.ravel())), qq.ravel()], axis=-1)
 

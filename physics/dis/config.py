@@ -104,7 +104,12 @@ class GridConfig(StrictModel):
         0, ge=0, description="eko grid points log-spaced in 1 - x above x = 0.9 (each makes eko much slower)"
     )
     n_x: int = Field(72, ge=16, description="output nodes in logit(x) across the kinematic region")
-    n_q2: int = Field(20, ge=4, description="output nodes in ln Q^2 across the kinematic region")
+    n_q2: int = Field(
+        20,
+        ge=4,
+        description="output nodes in ln Q^2 across the kinematic region (beyond LO one more per heavy-quark "
+        "threshold inside it: a node pair brackets each jump)",
+    )
 
 
 class KinematicsConfig(StrictModel):

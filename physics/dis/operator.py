@@ -38,11 +38,14 @@ __all__ = [
     "OperatorMismatchError",
     "load_operator",
     "operator_settings",
+    "output_nodes",
+    "q2_thresholds",
     "settings_key",
 ]
 
 SHIPPED = Path(__file__).with_name("data") / "operator-default.npz"
 OBSERVABLES = ("F2", "FL")
+THRESHOLD_GAP = 1e-5  # relative distance of the two Q^2 nodes on either side of a heavy-quark threshold
 _CKM = "0.97428 0.22530 0.003470 0.22520 0.97345 0.041000 0.00862 0.04030 0.999152"
 
 
@@ -58,7 +61,8 @@ class Operator:
         settings: what the tables were built from (see :func:`operator_settings`).
         xgrid: eko's interpolation grid [G].
         x_nodes: output nodes in x [n_x] (uniform in logit x).
-        q2_nodes: output nodes in Q^2 [n_q2] (uniform in ln Q^2).
+        q2_nodes: output nodes in Q^2 [n_q2] (uniform in ln Q^2; beyond LO, uniform within each segment between the
+            heavy-quark thresholds, each threshold bracketed by two nodes: see :func:`output_nodes`).
         fk: [2 (F2, FL), n_q2, n_x, 7, G].
         pdf_q2: Q^2 of the stored evolution operators [n_e] (the first is Q0^2, where E is the identity).
         evolution: [n_e, 14 out pids, G, 7, G] (float32; for the evolved PDFs of plots and LHAPDF sets).
@@ -101,8 +105,46 @@ def _versions() -> dict[str, str]:
     return {name: metadata.version(name) for name in ("eko", "yadism")}
 
 
+def q2_thresholds(config: DISConfig) -> list[float]:
+    """Heavy-quark thresholds m_h^2 inside the Q^2 range where F2 and FL jump (beyond LO in the zero-mass scheme).
+
+    At LO they are continuous (the heavy PDF starts at zero); at NLO the heavy quark's O(a_s) gluon coefficient
+    switches on at m_h^2 while its PDF is still zero, a jump of a few per mille in F2 and percents in FL.
+    """
+    if config.theory.order == "LO":
+        return []
+    k, t = config.kinematics, config.theory
+    margin = 1e-3  # a threshold at the very edge of the range touches no cell worth splitting
+    return [m**2 for m in (t.m_c, t.m_b, t.m_t) if k.q2_min * (1 + margin) < m**2 < k.q2_max * (1 - margin)]
+
+
+def _q2_nodes(config: DISConfig) -> np.ndarray:
+    """Q^2 nodes: ``grid.n_q2`` uniform in ln Q^2, or one uniform segment per interval between thresholds.
+
+    A threshold m^2 is bracketed by the nodes m^2 (1 -+ THRESHOLD_GAP), so no cubic stencil crosses a jump; the
+    n_q2 - 1 intervals are shared among the segments by their ln Q^2 lengths, at least 3 each (a cubic stencil).
+    """
+    k, n = config.kinematics, config.grid.n_q2
+    cuts = q2_thresholds(config)
+    if not cuts:
+        return np.geomspace(k.q2_min, k.q2_max, n)
+    edges = np.array([k.q2_min, *cuts, k.q2_max])
+    lengths = np.diff(np.log(edges))
+    ideal = (n - 1) * lengths / lengths.sum()
+    share = np.maximum(3, np.floor(ideal).astype(int))
+    while share.sum() < n - 1:  # largest remainder
+        share[np.argmax(ideal - share)] += 1
+    lo = edges[:-1] * np.array([1.0] + [1 + THRESHOLD_GAP] * len(cuts))
+    hi = edges[1:] * np.array([1 - THRESHOLD_GAP] * len(cuts) + [1.0])
+    return np.concatenate([np.geomspace(a, b, m + 1) for a, b, m in zip(lo, hi, share)])
+
+
 def output_nodes(config: DISConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Output nodes: uniform in logit x over the x range the cuts allow, and in ln Q^2 over [q2_min, q2_max]."""
+    """Output nodes: uniform in logit x over the x range the cuts allow, and in ln Q^2 over [q2_min, q2_max].
+
+    Beyond LO the Q^2 nodes are uniform within each segment between heavy-quark thresholds
+    (:func:`q2_thresholds`), and each threshold is bracketed by two nodes a relative ``THRESHOLD_GAP`` apart.
+    """
     k, g = config.kinematics, config.grid
     s = k.sqrt_s**2
     x_lo = k.q2_min / (s * k.y_max)
@@ -110,7 +152,7 @@ def output_nodes(config: DISConfig) -> tuple[np.ndarray, np.ndarray]:
     if x_lo < g.x_min:
         raise ValueError(f"grid.x_min ({g.x_min}) is above the smallest x the cuts allow ({x_lo:.3g})")
     z = np.linspace(math.log(x_lo / (1 - x_lo)), math.log(x_hi / (1 - x_hi)), g.n_x)
-    return 1.0 / (1.0 + np.exp(-z)), np.geomspace(k.q2_min, k.q2_max, g.n_q2)
+    return 1.0 / (1.0 + np.exp(-z)), _q2_nodes(config)
 
 
 def operator_settings(config: DISConfig) -> dict[str, Any]:
@@ -118,8 +160,12 @@ def operator_settings(config: DISConfig) -> dict[str, Any]:
     k = config.kinematics
     kin = {"sqrt_s": k.sqrt_s, "q2_min": k.q2_min, "q2_max": k.q2_max, "w2_min": k.w2_min, "y_min": k.y_min,
            "y_max": k.y_max, "x_max": k.x_max, "proton_mass": k.proton_mass}  # fmt: skip
-    return {"theory": config.theory.model_dump(), "grid": config.grid.model_dump(), "kinematics": kin,
-            "versions": _versions(), "input_pids": list(INPUT_PIDS), "format": 1}  # fmt: skip
+    settings = {"theory": config.theory.model_dump(), "grid": config.grid.model_dump(), "kinematics": kin,
+                "versions": _versions(), "input_pids": list(INPUT_PIDS), "format": 1}  # fmt: skip
+    cuts = q2_thresholds(config)
+    if cuts:  # a node layout split at thresholds: files of the unsplit layout must not match
+        settings["q2_split"] = {"thresholds": cuts, "gap": THRESHOLD_GAP}
+    return settings
 
 
 def settings_key(settings: dict[str, Any]) -> str:

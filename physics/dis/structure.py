@@ -3,7 +3,9 @@
 The operator gives F2 and FL at nodes uniform in z = logit(x) and u = ln Q^2. Between nodes, ln F2 and the
 ratio R = FL / F2 are interpolated by tensor-product cubic Lagrange polynomials (four nodes per axis, the
 stencil clamped at the edges): ln F2 is close to linear in z at both ends (F2 ~ x^a and (1-x)^b), which
-keeps the error small up to x -> 1.
+keeps the error small up to x -> 1. Beyond LO, F2 and FL jump at the heavy-quark thresholds; there the u nodes
+come in segments, uniform within each, and a stencil never reaches across a segment's end (it is clamped
+there as at the edges), so each side of a jump is interpolated from its own values.
 
 The cross section of photon exchange (the Z is neglected; it enters at Q^2 / M_Z^2),
 d^2 sigma / dx dQ^2 = 2 pi alpha^2 / (x Q^4) [Y+ F2 - y^2 FL], with y = Q^2 / (x s) and Y+ = 1 + (1 - y)^2.
@@ -29,13 +31,18 @@ ALPHA_EM = 1.0 / 137.035999
 GEV2_TO_PB = 0.3893793721e9  # (hbar c)^2 in GeV^2 pb
 
 
-def lagrange_weights(t: Tensor, n: int) -> tuple[Tensor, Tensor]:
+def lagrange_weights(t: Tensor, n: int | Tensor) -> tuple[Tensor, Tensor]:
     """Cubic Lagrange weights on a uniform axis with nodes at 0, 1, ..., n-1 (``t`` in node units).
+
+    ``n`` may be a tensor broadcast with ``t`` (one axis length per point).
 
     Returns:
         (first stencil index [...], weights [..., 4]) for the nodes first, ..., first + 3.
     """
-    first = torch.clamp(torch.floor(t).long() - 1, 0, n - 4)
+    if isinstance(n, Tensor):
+        first = torch.minimum(torch.clamp_min(torch.floor(t).long() - 1, 0), n - 4)
+    else:
+        first = torch.clamp(torch.floor(t).long() - 1, 0, n - 4)
     s = t - first.to(t.dtype)
     w0 = -(s - 1) * (s - 2) * (s - 3) / 6
     w1 = s * (s - 2) * (s - 3) / 2
@@ -60,9 +67,35 @@ class StructureFunctions:
         z = torch.logit(torch.as_tensor(operator.x_nodes, dtype=torch.float64))
         u = torch.log(torch.as_tensor(operator.q2_nodes, dtype=torch.float64))
         self.z0, self.hz, self.nz = z[0].item(), (z[1] - z[0]).item(), len(z)
-        self.u0, self.hu, self.nu = u[0].item(), (u[1] - u[0]).item(), len(u)
+        self.nu = len(u)
+        self._segments(u)
         self._fk = torch.as_tensor(operator.fk)
         self._xgrid = torch.as_tensor(operator.xgrid)
+
+    def _segments(self, u: Tensor) -> None:
+        """The uniform segments of the u axis: a step far below the typical one separates two (a threshold)."""
+        steps = u[1:] - u[:-1]
+        ends = torch.nonzero(steps < 1e-3 * steps.max()).flatten() + 1
+        starts = torch.cat([torch.zeros(1, dtype=torch.long), ends])
+        sizes = torch.diff(torch.cat([starts, torch.tensor([len(u)])]))
+        if bool((sizes < 4).any()):
+            raise ValueError(
+                f"operator q2_nodes: a segment between thresholds has fewer than 4 nodes ({sizes.tolist()})"
+            )
+        self.cuts = 0.5 * (u[ends - 1] + u[ends])  # [S - 1]: the thresholds in ln Q^2
+        self._start, self._size = starts, sizes
+        self._u0, self._hu = u[starts], u[starts + 1] - u[starts]
+        self._first = (self._u0[0].item(), self._hu[0].item())  # one uniform axis: plain floats, as at LO
+
+    def q2_stencil(self, log_q2: Tensor) -> tuple[Tensor, Tensor]:
+        """Cubic stencils in u = ln Q^2: (first node index [...], weights [..., 4]), never across a threshold."""
+        if len(self.cuts) == 0:
+            return lagrange_weights((log_q2 - self._first[0]) / self._first[1], self.nu)
+        seg = torch.bucketize(log_q2.detach(), self.cuts.to(log_q2))
+        dev = log_q2.device
+        u0, hu = self._u0.to(log_q2)[seg], self._hu.to(log_q2)[seg]
+        first, weights = lagrange_weights((log_q2 - u0) / hu, self._size.to(dev)[seg])
+        return first + self._start.to(dev)[seg], weights
 
     def nodes(self, theta: Tensor) -> Tensor:
         """F2 and FL at the output nodes: [B, 2, n_q2, n_x]."""
@@ -80,7 +113,7 @@ class StructureFunctions:
 
     def at(self, values: Tensor, log_q2: Tensor, z: Tensor) -> Tensor:
         """Interpolate node values [B, C, n_q2, n_x] at points (ln Q^2, logit x), each [B, n]: [B, C, n]."""
-        iq, wq = lagrange_weights((log_q2 - self.u0) / self.hu, self.nu)
+        iq, wq = self.q2_stencil(log_q2)
         ix, wx = lagrange_weights((z - self.z0) / self.hz, self.nz)
         offsets = torch.arange(4, device=z.device)
         rows = (iq[..., None] + offsets)[..., :, None] * self.nz + (ix[..., None] + offsets)[
@@ -97,7 +130,7 @@ class StructureFunctions:
 
         Sixteen entries per row (the tensor-product cubic stencil); ``at`` computes the same for moving points.
         """
-        iq, wq = lagrange_weights((log_q2 - self.u0) / self.hu, self.nu)
+        iq, wq = self.q2_stencil(log_q2)
         ix, wx = lagrange_weights((z - self.z0) / self.hz, self.nz)
         offsets = torch.arange(4)
         cols = (iq[:, None] + offsets)[:, :, None] * self.nz + (ix[:, None] + offsets)[:, None, :]  # [P, 4, 4]
