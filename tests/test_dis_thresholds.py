@@ -3,8 +3,8 @@
 Beyond LO in the zero-mass scheme F2 and FL jump at Q^2 = m_b^2, so a stencil across it mixes the two sides.
 With the node layout of :func:`physics.dis.operator.output_nodes` (a node pair bracketing each threshold) a
 function that is a cubic polynomial in ln Q^2 on each side, with a jump between them, is reproduced exactly by
-the interpolation on both sides, where the unsplit layout misses it by the size of the jump. These checks need
-no operator build: the interpolation acts on node values, here synthetic ones.
+the interpolation on both sides, where the unsplit layout misses it by a good fraction of the jump. These checks
+need no operator build: the interpolation acts on node values, here synthetic ones.
 """
 
 from __future__ import annotations
