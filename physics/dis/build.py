@@ -21,7 +21,6 @@ from tqdm import tqdm
 from physics.dis.config import DISConfig
 from physics.dis.operator import (
     SHIPPED,
-    THRESHOLD_GAP,
     Operator,
     OperatorMismatchError,
     legacy_theory,
@@ -29,6 +28,7 @@ from physics.dis.operator import (
     operator_settings,
     output_nodes,
     settings_key,
+    threshold_cells,
 )
 from physics.dis.pdf import INPUT_PIDS
 from qcdgip.config import load_config, load_yaml
@@ -66,8 +66,7 @@ def check_points(config: DISConfig) -> np.ndarray:
     x, q2 = output_nodes(config)
     z = np.log(x / (1 - x))
     z_mid = 0.5 * (z[1:] + z[:-1])[::3]
-    cells = q2[1:] > q2[:-1] * (1 + 10 * THRESHOLD_GAP)
-    q_mid = np.sqrt(q2[1:] * q2[:-1])[cells]
+    q_mid = np.sqrt(q2[1:] * q2[:-1])[~threshold_cells(q2)]
     zz, qq = np.meshgrid(z_mid, q_mid, indexing="ij")
     return np.stack([1.0 / (1.0 + np.exp(-zz.ravel())), qq.ravel()], axis=-1)
 

@@ -41,6 +41,7 @@ __all__ = [
     "output_nodes",
     "q2_thresholds",
     "settings_key",
+    "threshold_cells",
 ]
 
 SHIPPED = Path(__file__).with_name("data") / "operator-default.npz"
@@ -137,6 +138,12 @@ def _q2_nodes(config: DISConfig) -> np.ndarray:
     lo = edges[:-1] * np.array([1.0] + [1 + THRESHOLD_GAP] * len(cuts))
     hi = edges[1:] * np.array([1 - THRESHOLD_GAP] * len(cuts) + [1.0])
     return np.concatenate([np.geomspace(a, b, m + 1) for a, b, m in zip(lo, hi, share)])
+
+
+def threshold_cells(q2_nodes: np.ndarray) -> np.ndarray:
+    """[n - 1]: True for each zero-width cell between the two nodes that bracket a threshold (:func:`output_nodes`)."""
+    steps = np.diff(np.log(q2_nodes))
+    return steps < 1e-3 * steps.max()
 
 
 def output_nodes(config: DISConfig) -> tuple[np.ndarray, np.ndarray]:

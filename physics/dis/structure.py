@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from physics.dis.config import DISConfig
-from physics.dis.operator import Operator
+from physics.dis.operator import Operator, threshold_cells
 from physics.dis.pdf import PDFModel
 
 __all__ = ["ALPHA_EM", "GEV2_TO_PB", "StructureFunctions", "lagrange_weights"]
@@ -68,14 +68,13 @@ class StructureFunctions:
         u = torch.log(torch.as_tensor(operator.q2_nodes, dtype=torch.float64))
         self.z0, self.hz, self.nz = z[0].item(), (z[1] - z[0]).item(), len(z)
         self.nu = len(u)
-        self._segments(u)
+        self._segments(u, torch.as_tensor(threshold_cells(operator.q2_nodes)))
         self._fk = torch.as_tensor(operator.fk)
         self._xgrid = torch.as_tensor(operator.xgrid)
 
-    def _segments(self, u: Tensor) -> None:
-        """The uniform segments of the u axis: a step far below the typical one separates two (a threshold)."""
-        steps = u[1:] - u[:-1]
-        ends = torch.nonzero(steps < 1e-3 * steps.max()).flatten() + 1
+    def _segments(self, u: Tensor, gaps: Tensor) -> None:
+        """The uniform segments of the u axis, separated by the zero-width cells ``gaps`` [n - 1] at thresholds."""
+        ends = torch.nonzero(gaps).flatten() + 1
         starts = torch.cat([torch.zeros(1, dtype=torch.long), ends])
         sizes = torch.diff(torch.cat([starts, torch.tensor([len(u)])]))
         if bool((sizes < 4).any()):
