@@ -77,7 +77,7 @@ test: $(STAMP)  ## fast tests (~7 min on 2 cores)
 test-slow: $(STAMP)  ## slow statistical checks, real MPI searches (mpiexec), the batch scripts on a local Slurm cluster
 	$(PY) -m pytest -m "(slow or mpi or slurm or gpu) and not rebuild"
 
-test-rebuild: $(STAMP)  ## rebuild the DIS operator and compare it with the shipped file (~15 min); the NLO checks (its operator built on first use, 35–80 min)
+test-rebuild: $(STAMP)  ## rebuild the DIS operator and compare it with the shipped file (~15 min); the NLO checks (its operator built on first use, 20–80 min)
 	$(PY) -m pytest -m rebuild
 
 lint: $(STAMP)

@@ -1,6 +1,6 @@
 """The NLO DIS operator (eko x yadism at ``theory.order: NLO``): interpolation, normalisation and statistics.
 
-The NLO tables are built on first use by :func:`physics.dis.build.resolve_operator` (35-80 minutes on two
+The NLO tables are built on first use by :func:`physics.dis.build.resolve_operator` (20-80 minutes on two
 cores, nearly all of it eko's NLO evolution) and cached, so every test here is marked ``rebuild``. What is checked,
 and why each check can fail:
 
@@ -221,11 +221,11 @@ def test_no_stencil_reaches_across_the_b_threshold(config, experiment):
 def test_interpolated_f2_and_fl_match_yadism_off_the_nodes_to_1e3_next_to_the_b_threshold_too(config, experiment):
     points, interpolated, direct, near = _off_node(config, experiment)
     rel = ((interpolated - direct) / direct).abs()  # [B, 2, P]
-    top = points[:, 0] > 0.86  # the last x cells: ln F2 bends with the ln(1 - x) terms of the NLO coefficients
-    assert rel[:, 0, ~top].max() < 1e-3, rel[:, 0, ~top].max()
-    assert rel[:, 0, top].max() < 2e-3, rel[:, 0, top].max()
-    assert rel[:, 0, near & ~top].max() < 1e-3, rel[:, 0, near & ~top].max()
-    assert (points[:, 0] > 0.5).any() and rel[:, 0, (points[:, 0] > 0.5) & ~top].max() < 1e-3
+    assert rel[:, 0].max() < 1e-3, rel[:, 0].max()
+    assert rel[:, 0, near].max() < 1e-3, rel[:, 0, near].max()
+    # the last x cells, where the ln(1 - x) terms of the NLO coefficients bend ln F2 (grid.n_x: 96 beyond LO)
+    top = points[:, 0] > 0.86
+    assert top.any() and rel[:, 0, top].max() < 1e-3, rel[:, 0, top].max()
     # FL (interpolated as FL / F2) to 1e-3 of itself, down to FL ~ 1e-3 F2 at the largest x
     assert rel[:, 1].max() < 1e-3, rel[:, 1].max()
     assert rel[:, 1, near].max() < 1e-3, rel[:, 1, near].max()

@@ -58,6 +58,17 @@ def test_only_the_thresholds_inside_the_range_split_the_nodes_and_only_beyond_lo
     assert operator_settings(nlo)["q2_split"]["thresholds"] == [m_b2]
 
 
+def test_x_nodes_default_to_denser_beyond_lo_and_the_settings_record_the_count_built(nlo):
+    x_lo, _ = output_nodes(DISConfig())
+    x_nlo, _ = output_nodes(nlo)
+    assert (len(x_lo), len(x_nlo)) == (72, 96) and x_lo[0] == x_nlo[0] and x_lo[-1] == x_nlo[-1]
+    z = np.log(x_nlo / (1 - x_nlo))
+    assert np.allclose(np.diff(z), np.diff(z)[0], rtol=1e-9)  # uniform in logit x
+    assert operator_settings(nlo)["grid"]["n_x"] == 96 and operator_settings(DISConfig())["grid"]["n_x"] == 72
+    given = DISConfig(theory={"order": "NLO"}, grid={"n_x": 80})
+    assert len(output_nodes(given)[0]) == 80 and operator_settings(given)["grid"]["n_x"] == 80
+
+
 def test_interpolation_is_exact_for_piecewise_cubics_on_each_side_of_the_threshold(nlo):
     cut = float(np.log(nlo.theory.m_b**2))
     _, q2 = output_nodes(nlo)

@@ -103,7 +103,12 @@ class GridConfig(StrictModel):
     n_high: int = Field(
         0, ge=0, description="eko grid points log-spaced in 1 - x above x = 0.9 (each makes eko much slower)"
     )
-    n_x: int = Field(72, ge=16, description="output nodes in logit(x) across the kinematic region")
+    n_x: int | None = Field(
+        None,
+        ge=16,
+        description="output nodes in logit(x) across the kinematic region; by default 72 at LO and 96 beyond, "
+        "where the ln(1 - x) terms of the coefficient functions bend ln F2 at large x",
+    )
     n_q2: int = Field(
         20,
         ge=4,
