@@ -3,7 +3,8 @@
 Usage::
 
     pip install -e ".[peers]"                    # sbi (optional; without it the NPE rows say "not installed")
-    python benchmarks/peers.py                   # the toy, case B seed 1; NPE with 1e4 and 1e5 simulations
+    python benchmarks/peers.py                   # the toy, case B seed 1; NPE with 1e4 and 1e5 simulations and at
+                                                 # the budget that takes the GAN's CPU (--no-equal-cpu: not that)
     python benchmarks/peers.py --simulations 10000 --replicas 50
     python benchmarks/peers.py --problem dis     # inclusive DIS (configs/closure_dis.yaml), 2-D binned NPE
 
@@ -75,17 +76,30 @@ def _npe(simulate: Callable[[torch.Tensor], torch.Tensor], observed: np.ndarray,
 
 
 def _npe_rows(simulate: Callable, observed: np.ndarray, bounds: tuple, args: argparse.Namespace, post: np.ndarray,
-              label: str) -> list[Row]:  # fmt: skip
-    rows = []
-    for n_sim in args.simulations:
-        name = f"sbi NPE (MAF), {n_sim} simulations ({label})"
+              label: str, gan_cpu: float | None = None) -> list[Row]:  # fmt: skip
+    """NPE at each budget of ``--simulations``, then (``--equal-cpu``) at the budget that costs the GAN's CPU.
+
+    The equal-CPU budget scales the first budget's simulations by the ratio of the GAN's CPU to that run's CPU
+    (NPE's cost grows about linearly with its simulations); its row reports the CPU it really took.
+    """
+    budgets = [(n, "") for n in args.simulations]
+    rows: list[Row] = []
+    while budgets:
+        n_sim, note = budgets.pop(0)
+        name = f"sbi NPE (MAF), {n_sim} simulations ({label}){note}"
         try:
             cpu = time.process_time()
             samples = _npe(simulate, observed, bounds, n_sim, args.seed, len(post))
-            rows.append({"method": name, "cpu_s": time.process_time() - cpu, **_judge(samples, post)})
+            rows.append({"method": name, "cpu_s": time.process_time() - cpu, "simulations": n_sim,
+                         **_judge(samples, post)})  # fmt: skip
         except ImportError:
             rows.append({"method": name, "status": "sbi not installed: pip install -e '.[peers]'"})
+            print(json.dumps(rows[-1]), flush=True)
+            return rows
         print(json.dumps(rows[-1]), flush=True)
+        if args.equal_cpu and gan_cpu is not None and len(rows) == 1:
+            equal = max(1000, int(round(n_sim * gan_cpu / rows[0]["cpu_s"], -3)))
+            budgets.append((equal, ", at the GAN's CPU"))
     return rows
 
 
@@ -129,7 +143,7 @@ def _toy(args: argparse.Namespace) -> tuple[dict, list[Row]]:
     observed = np.concatenate([b.counts for b in view.datasets])
     bounds = (np.asarray(theory.low), np.asarray(theory.high))
     rows += _npe_rows(lambda t: torch.cat(view.predictions(t), -1), observed, bounds, args, post,
-                      f"{view.n_points} binned counts")  # fmt: skip
+                      f"{view.n_points} binned counts", rows[1]["cpu_s"])  # fmt: skip
     return header, rows
 
 
@@ -172,7 +186,7 @@ def _dis(args: argparse.Namespace) -> tuple[dict, list[Row]]:
     observed = np.concatenate(view.counts)
     bounds = tuple(b.numpy() for b in experiment.bounds())
     rows += _npe_rows(lambda t: torch.cat(view.predictions(t), -1), observed, bounds, args, post,
-                      f"{view.n_points} binned counts, {n_u} x {n_w} per Q^2 window")  # fmt: skip
+                      f"{view.n_points} binned counts, {n_u} x {n_w} per Q^2 window", rows[1]["cpu_s"])  # fmt: skip
     return header, rows
 
 
@@ -181,6 +195,8 @@ def main() -> None:
     p.add_argument("--problem", choices=("toy", "dis"), default="toy")
     p.add_argument("--config", help="runcard (default: configs/closure_gan.yaml, or closure_dis.yaml for DIS)")
     p.add_argument("--simulations", type=int, nargs="*", default=[10_000, 100_000], help="NPE simulation budgets")
+    p.add_argument("--equal-cpu", action=argparse.BooleanOptionalAction, default=True,
+                   help="add NPE at the simulation budget whose CPU equals the GAN's")  # fmt: skip
     p.add_argument("--replicas", type=int, help="GAN replicas (default: the config's)")
     p.add_argument("--n-bins", type=int, default=10, help="toy: log-x bins per dataset for NPE")
     p.add_argument("--dis-bins", type=int, nargs=2, default=[4, 8], metavar=("N_U", "N_W"),

@@ -53,4 +53,4 @@ def test_a_dis_search_over_q2_window_folds_finishes_and_writes_a_dis_runcard(tmp
     assert all(len(json.loads(v)) == 4 for v in df["m:fold_losses"])  # one loss per held-out Q^2 window
     assert np.all(np.isfinite(df["objective"].astype(float)))
     best = parse_config(DISClosureConfig, load_yaml(out / "best.yaml"), "best.yaml")
-    assert best.gan.discriminator.width in (8, 16)
+    assert best.gan.discriminator.degree in (2, 3) and best.gan.optimizer_d.name == "newton"

@@ -192,6 +192,33 @@ def test_natural_gradient_in_the_box_returns_from_an_edge_and_never_jumps_to_one
     assert all(b >= a / 2 - 1e-15 for a, b in zip([0.5, *out], out)) and out[-1] > 0
 
 
+def test_natural_gradient_in_the_box_re_solves_the_others_when_an_edge_cuts_a_coordinate_short():
+    from inverse.gan.natural import NaturalGradient
+
+    # A 0.99-correlated quadratic on the unit box whose optimum lies beyond the upper edge of coordinate 0. On the
+    # box the minimum has s_0 at the edge and s_1 at its conditional optimum given s_0 = 1; the unconstrained
+    # optimum's s_1 is far from it. Started next to the edge, every step is cut there, and the re-solved steps
+    # lead s_1 to the constrained minimum instead of along the ridge.
+    cov = torch.tensor([[1.0, 0.99], [0.99, 1.0]], dtype=torch.float64) * 0.01
+    fisher = torch.linalg.inv(cov)
+    optimum = torch.tensor([1.3, 0.6], dtype=torch.float64)
+    constrained = optimum[1] + cov[1, 0] / cov[0, 0] * (1.0 - optimum[0])  # E[s_1 | s_0 = 1]
+    offset = torch.nn.Parameter(torch.logit(torch.tensor([[[0.999, 0.5]]], dtype=torch.float64)))
+
+    def jac() -> torch.Tensor:
+        s = torch.sigmoid(offset.detach())
+        return (s * (1 - s)).reshape(1, 2)
+
+    metric = lambda: jac()[:, :, None] * fisher * jac()[:, None, :]  # noqa: E731
+    opt = NaturalGradient([offset], metric, lr=1.0, damping=0.0, max_step=100.0, step_space="box")
+    for _ in range(30):
+        s = torch.sigmoid(offset.detach()).reshape(2)
+        offset.grad = (jac() * (fisher @ (s - optimum))).reshape(1, 1, 2)
+        opt.step()
+    s = torch.sigmoid(offset.detach()).reshape(2)
+    assert s[0] > 1 - 1e-4 and abs(float(s[1] - constrained)) < 1e-3, (s, constrained)  # phi is clamped at 12
+
+
 def test_optimizer_defaults_and_partial_sections():
     default = GANConfig()
     assert default.optimizer_g.name == "natural" and default.loss.kind == "density_ratio"

@@ -56,6 +56,11 @@ class DiscriminatorConfig(StrictModel):
     Features are the standardized (log x, log(1 - x)) of each event, in which the log density ratio of two
     members of the PDF family is linear; ``features: x`` gives the raw x instead.
     ``set_size > 1`` shows the discriminator the sorted x of that many events of one parameter set at once.
+
+    ``degree > 1`` expands the standardized features into all their monomials up to that degree, whitened on the
+    data. With ``depth: 0`` the discriminator is then a logistic regression on a fixed smooth basis: a convex
+    problem with a handful of weights per dataset, which cannot memorise the data's sampling noise, and whose fixed
+    point is the maximum-likelihood estimate as far as the basis spans the score (docs/solvers/gan.md).
     """
 
     mode: Literal["per_dataset", "single"] = Field(
@@ -65,6 +70,26 @@ class DiscriminatorConfig(StrictModel):
     width: int = Field(16, ge=1, le=8192, description="hidden width")
     activation: Activation = Field("silu", description="hidden activation")
     features: Literal["log", "x"] = Field("log", description="log: standardized (log x, log(1 - x)); x: the raw x")
+    degree: int = Field(
+        1,
+        ge=1,
+        le=6,
+        description="the discriminator's inputs are every monomial of the standardized features up to this degree "
+        "(1: the features themselves); with depth 0 the discriminator is a logistic regression on that basis",
+    )
+    basis_events: int = Field(
+        50,
+        ge=1,
+        description="degree > 1: data events per basis function; a dataset with fewer events than this times the "
+        "monomials of a degree uses a lower degree (a sparse dataset's fit would otherwise follow its noise)",
+    )
+    basis_cutoff: float = Field(
+        1e-4,
+        gt=0.0,
+        lt=1.0,
+        description="degree > 1: monomial directions with less than this fraction of the largest variance on the "
+        "data are dropped (they are nearly constant on the events)",
+    )
     set_size: int = Field(
         1, ge=1, le=1024, description="events of one parameter set shown at once, sorted (1: single events)"
     )
@@ -94,17 +119,25 @@ class OptimizerConfig(StrictModel):
 
     ``natural`` (generator only, ``generator.kind: point``) preconditions each replica's gradient with the expected
     Fisher matrix of the extended likelihood (``inverse.gan.natural``); ``damping``, ``max_step``,
-    ``metric_every``, ``max_logit_step``, ``damping_scale`` and ``step_space`` belong to it.
+    ``metric_every``, ``max_logit_step``, ``damping_scale`` and ``step_space`` belong to it. ``newton``
+    (discriminators of ``depth: 0`` only) takes a damped Newton step of each logistic regression per training step
+    (``inverse.gan.newton``): ``lr`` is the fraction of the step, ``damping`` the ridge.
     """
 
-    name: Literal["adam", "adamw", "sgd", "rmsprop", "natural"] = Field(
-        "adam", description="adam | adamw | sgd | rmsprop | natural (generator only)"
+    name: Literal["adam", "adamw", "sgd", "rmsprop", "natural", "newton"] = Field(
+        "adam",
+        description="adam | adamw | sgd | rmsprop | natural (generator only) | newton (logistic-regression "
+        "discriminators only)",
     )
     lr: float = Field(1e-2, gt=0.0, description="learning rate (natural: the fraction of the Fisher step taken)")
     betas: tuple[float, float] = Field((0.9, 0.999), description="adam, adamw: moment decay rates, each in [0, 1)")
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="sgd, rmsprop: momentum")
     weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay")
-    damping: float = Field(1e-3, ge=0.0, description="natural: damping relative to the mean Fisher diagonal")
+    damping: float = Field(
+        1e-3,
+        ge=0.0,
+        description="natural, newton: damping relative to the mean diagonal of the Fisher matrix (Hessian)",
+    )
     max_step: float = Field(
         1.0, gt=0.0, description="natural: Mahalanobis step cap (posterior sd) at the initial rate, then scaled like it"
     )
@@ -135,6 +168,7 @@ _OPTIMIZER_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
     ("optimizer_g", "natural"): {"lr": 0.3, "max_step": 2.0},
     ("optimizer_g", "adam"): {"lr": 2e-2, "betas": (0.5, 0.9)},
     ("optimizer_d", "adam"): {"lr": 1e-2, "betas": (0.5, 0.9)},
+    ("optimizer_d", "newton"): {"lr": 0.5, "damping": 1e-3},
 }
 
 
@@ -166,6 +200,9 @@ class TrainingConfig(StrictModel):
     replicas: int = Field(100, ge=1, le=100_000, description="Poisson-bootstrap replicas trained together")
     steps: int = Field(300, ge=1, description="training steps (one generator and d_steps discriminator updates each)")
     d_steps: int = Field(1, ge=1, le=100, description="discriminator updates per generator update")
+    d_warmup: int = Field(
+        0, ge=0, le=1000, description="discriminator updates at the starting parameters, before the first step"
+    )
     params_per_step: int = Field(1, ge=1, description="parameter sets drawn per replica and step")
     events_per_param: int = Field(2048, ge=1, description="events per parameter set and dataset")
     data_batch: int | None = Field(
@@ -270,6 +307,20 @@ class GANConfig(StrictModel):
     def _check_sets(self) -> GANConfig:
         if self.optimizer_d.name == "natural":
             raise ValueError("optimizer_d.name: natural applies to the generator only")
+        if self.optimizer_g.name == "newton":
+            raise ValueError("optimizer_g.name: newton applies to logistic-regression discriminators only")
+        if self.optimizer_d.name == "newton":
+            d = self.discriminator
+            if d.depth != 0 or d.mode != "per_dataset":
+                raise ValueError(
+                    "optimizer_d.name: newton fits logistic regressions: set discriminator.depth: 0 and mode: "
+                    f"per_dataset (got depth {d.depth}, mode {d.mode})"
+                )
+            if self.loss.kind not in ("density_ratio", "bce", "minimax"):
+                raise ValueError(
+                    f"optimizer_d.name: newton needs a logistic discriminator loss (density_ratio, bce or minimax), "
+                    f"not loss.kind {self.loss.kind}"
+                )
         if self.optimizer_g.name == "natural" and self.generator.kind != "point":
             raise ValueError(
                 "optimizer_g.name: natural (the default) needs generator.kind: point (a Fisher step per replica); "

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from inverse.gan.config import GANConfig
 from inverse.gan.model import InverseGAN
+from inverse.gan.newton import LogisticNewton, logistic_terms
 from inverse.gan.training import make_optimizer, schedule
 from physics.datasets import Experiment
 from physics.likelihood import ExtendedLikelihood
@@ -120,16 +121,26 @@ def _frozen_model(config: GANConfig, experiment: Experiment, data: EventData, th
 def _discriminator_stepper(model: InverseGAN, cfg: GANConfig, steps: int) -> Any:
     """One discriminator update on fresh events per call (``cfg.optimizer_d`` with the schedule over ``steps``)."""
     replicas = slice(0, 1)
-    opt = make_optimizer(cfg.optimizer_d, model.discriminators.parameters())
+    o = cfg.optimizer_d
+    newton = o.name == "newton"
+    if newton:
+        opt = LogisticNewton(model.discriminators, lr=o.lr, ridge=o.damping)
+    else:
+        opt = make_optimizer(o, model.discriminators.parameters())
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule(cfg.scheduler, steps))
 
     def d_step() -> None:
-        model.discriminators.requires_grad_(True)
-        opt.zero_grad(set_to_none=True)
-        model.discriminator_loss(model.simulate_detached(replicas), replicas).sum().backward()
+        events = model.simulate_detached(replicas)
+        if newton:
+            with torch.no_grad():
+                opt.add(replicas, logistic_terms(model, events, replicas, opt.cache)[1])
+        else:
+            model.discriminators.requires_grad_(True)
+            opt.zero_grad(set_to_none=True)
+            model.discriminator_loss(events, replicas).sum().backward()
+            model.discriminators.requires_grad_(False)
         opt.step()
         sched.step()
-        model.discriminators.requires_grad_(False)
 
     return d_step
 

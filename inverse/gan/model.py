@@ -23,7 +23,15 @@ from torch import Tensor, nn
 from inverse.gan.batches import StepBatches
 from inverse.gan.config import GANConfig
 from inverse.gan.losses import GENERATOR_WEIGHT, discriminator_loss, generator_loss, gradient_penalty, rate_loss
-from inverse.gan.models import EventDiscriminators, ParameterGenerator, event_features
+from inverse.gan.models import (
+    EventDiscriminators,
+    ParameterGenerator,
+    basis_degree,
+    basis_size,
+    event_features,
+    monomials,
+    whitening,
+)
 from inverse.gan.sampler import Generated, build_sampler
 from inverse.stacked import replica_generator
 from physics.datasets import Experiment
@@ -58,6 +66,19 @@ def _checked_replicas(
     if not ids or min(ids) < 0 or len(set(ids)) != len(ids):
         raise ValueError(f"replicas must be distinct non-negative indices, got {ids}")
     return ids
+
+
+def _moments(feats: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and standard deviation of features [N, F] over the events (sd 1 for a single event, floored)."""
+    std = feats.std(0).clamp_min(1e-6) if len(feats) > 1 else torch.ones_like(feats[0])
+    return feats.mean(0), std
+
+
+def _half_ranges(feats: Tensor) -> tuple[Tensor, Tensor]:
+    """Centre and half-width of the features' range over the events [N, F] (half-width 1 for a single event)."""
+    low, high = feats.min(0).values, feats.max(0).values
+    half = ((high - low) / 2).clamp_min(1e-6) if len(feats) > 1 else torch.ones_like(feats[0])
+    return (low + high) / 2, half
 
 
 class InverseGAN(StepBatches, nn.Module):
@@ -103,11 +124,13 @@ class InverseGAN(StepBatches, nn.Module):
             )
         ids = self.replica_ids = _checked_replicas(config, experiment, data, self.sampler, replicas)
         self.n_datasets = len(data.names)
-        mean, std = self._register_data(data, ids)
+        mean, std, basis = self._register_data(data, ids)
         self._register_mask(dataset_mask, len(ids))
         theory = experiment.theory
         self.generator = ParameterGenerator(config.generator, theory.low, theory.high, ids, t.seed)
-        self.discriminators = EventDiscriminators(config.discriminator, mean, std, ids, t.seed, self.sampler.event_dim)
+        self.discriminators = EventDiscriminators(
+            config.discriminator, mean, std, ids, t.seed, self.sampler.event_dim, basis
+        )
         self.register_buffer("step_count", torch.zeros((), dtype=torch.long))
         self.register_buffer("theta_history", torch.zeros(t.steps, len(ids), theory.n_params))
         self.register_buffer("loss_history", torch.zeros(t.steps, len(ids), 2))
@@ -116,24 +139,37 @@ class InverseGAN(StepBatches, nn.Module):
         self.rank, self.world = 0, 1
         self.to(getattr(torch, t.dtype))
 
-    def _register_data(self, data: EventData, ids: list[int]) -> tuple[Tensor, Tensor]:
-        """Buffers of the events, the replicas' bootstrap weights and counts; returns the features' moments."""
+    def _register_data(self, data: EventData, ids: list[int]) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor] | None]:
+        """Buffers of the events, the replicas' bootstrap weights and counts.
+
+        Returns:
+            The centre and scale of the data's features [J, F] (mean and standard deviation; with
+            ``discriminator.degree > 1`` the centre and half-width of their range), and with ``degree > 1`` the
+            whitening of the scaled features' monomials, ([J, K], [J, K, K]).
+        """
         t = self.config.training
         if t.bootstrap:
             weights = poisson_replica_weights(data.counts, max(ids) + 1, seed=t.seed)
         else:
             weights = [torch.ones(max(ids) + 1, c, dtype=torch.float64) for c in data.counts]
         index = torch.tensor(ids)
-        mean, std = [], []
+        degree = self.config.discriminator.degree
+        moments: list[list[tuple[Tensor, Tensor]]] = [[], []]
         for j, x in enumerate(data.events):
             xt = torch.as_tensor(x, dtype=torch.float64)
             self.register_buffer(f"data_{j}", xt, persistent=False)
             self.register_buffer(f"weights_{j}", weights[j][index], persistent=False)
             feats = event_features(xt, self.config.discriminator.features, self.sampler.event_dim)
-            mean.append(feats.mean(0))
-            std.append(feats.std(0).clamp_min(1e-6) if len(xt) > 1 else torch.ones_like(feats[0]))
+            moments[0].append(_moments(feats) if degree == 1 else _half_ranges(feats))
+            if degree > 1:
+                z = (feats - moments[0][-1][0]) / moments[0][-1][1]
+                d = self.config.discriminator
+                used = basis_size(z.shape[-1], basis_degree(len(z), z.shape[-1], degree, d.basis_events))
+                moments[1].append(whitening(monomials(z, degree), d.basis_cutoff, used))
         self.register_buffer("observed", torch.stack([w[index].sum(-1) for w in weights], -1), persistent=False)
-        return torch.stack(mean), torch.stack(std)
+        mean, std = (torch.stack(m) for m in zip(*moments[0]))
+        basis = tuple(torch.stack(m) for m in zip(*moments[1])) if degree > 1 else None
+        return mean, std, basis
 
     def _register_mask(self, dataset_mask: Tensor | None, n_replicas: int) -> None:
         mask = torch.ones(n_replicas, self.n_datasets) if dataset_mask is None else torch.as_tensor(dataset_mask)

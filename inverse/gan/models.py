@@ -6,6 +6,8 @@ Both are plain ``nn.Module``s over R replicas (``inverse.stacked``); the trainin
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -14,7 +16,15 @@ from torch import Tensor, nn
 from inverse.gan.config import DiscriminatorConfig, GeneratorConfig
 from inverse.stacked import StackedMLP, replica_generator
 
-__all__ = ["EventDiscriminators", "ParameterGenerator", "event_features"]
+__all__ = [
+    "EventDiscriminators",
+    "ParameterGenerator",
+    "basis_degree",
+    "basis_size",
+    "event_features",
+    "monomials",
+    "whitening",
+]
 
 
 class ParameterGenerator(nn.Module):
@@ -111,6 +121,64 @@ def event_features(x: Tensor, kind: str, event_dim: int = 1) -> Tensor:
     return torch.stack(feats, dim=-1)
 
 
+@functools.cache
+def _monomial_factors(n_features: int, degree: int) -> tuple[tuple[list[int], list[int]], ...]:
+    """For each degree d >= 2: which degree-(d - 1) monomial and which feature multiply into each degree-d one."""
+    previous = [(i,) for i in range(n_features)]
+    out = []
+    for _ in range(2, degree + 1):
+        combos = sorted({tuple(sorted((*c, i))) for c in previous for i in range(n_features)})
+        position = {c: k for k, c in enumerate(previous)}
+        out.append(([position[c[:-1]] for c in combos], [c[-1] for c in combos]))
+        previous = combos
+    return tuple(out)
+
+
+def monomials(z: Tensor, degree: int) -> Tensor:
+    """Every monomial of the last dimension's F features up to ``degree``, [..., F] -> [..., C(F + degree, F) - 1].
+
+    Ordered by degree, then lexicographically in the feature indices (degree 1 returns ``z`` itself); each degree
+    is one product of the previous degree's monomials with a feature.
+    """
+    blocks = [z]
+    for left, right in _monomial_factors(z.shape[-1], degree):
+        blocks.append(blocks[-1][..., left] * z[..., right])
+    return torch.cat(blocks, dim=-1)
+
+
+def whitening(basis: Tensor, cutoff: float, used: int | None = None) -> tuple[Tensor, Tensor]:
+    """Mean [K] and projection [K, K] that make the first ``used`` basis functions [N, K] orthonormal on these events.
+
+    Directions whose variance is below ``cutoff`` times the largest (after each function is scaled to unit
+    variance) are nearly constant on the events; their columns of the projection are zero, so the discriminator
+    cannot put large weights on them and a fresh sample's noise along them is never amplified. The rows of the
+    functions after the first ``used`` (default: all) are zero as well, so the output keeps K columns whatever
+    part of the basis a dataset uses.
+    """
+    n_basis = basis.shape[-1]
+    used = n_basis if used is None else used
+    mean = basis.mean(0)
+    scale = basis[:, :used].std(0).clamp_min(1e-12)
+    z = (basis[:, :used] - mean[:used]) / scale
+    lam, vec = torch.linalg.eigh(z.T @ z / max(len(z) - 1, 1))
+    keep = lam > cutoff * lam.max()
+    block = torch.where(keep, vec / lam.clamp_min(1e-300).sqrt(), torch.zeros_like(vec)) / scale[:, None]
+    projection = basis.new_zeros(n_basis, n_basis)
+    projection[:used, :used] = block
+    return mean, projection
+
+
+def basis_size(n_features: int, degree: int) -> int:
+    """How many monomials of ``n_features`` variables have degrees 1 to ``degree``."""
+    return math.comb(n_features + degree, n_features) - 1
+
+
+def basis_degree(n_events: int, n_features: int, degree: int, events_per_function: int) -> int:
+    """The highest degree up to ``degree`` whose monomials each have ``events_per_function`` events (at least 1)."""
+    fits = [d for d in range(1, degree + 1) if basis_size(n_features, d) * events_per_function <= n_events]
+    return max(fits, default=1)
+
+
 class EventDiscriminators(nn.Module):
     """One discriminator per dataset, or one shared by all datasets (the dataset then enters as a one-hot).
 
@@ -123,6 +191,8 @@ class EventDiscriminators(nn.Module):
         replicas: replica indices.
         seed: base seed.
         event_dim: dimension of one event (1: x; 2: (x, Q^2), then sets are [r, M, 1, 2]).
+        basis_moments: with ``config.degree > 1``, the whitening of every monomial of the standardized features on
+            the data, (mean [J, K], projection [J, K, K]) (:func:`monomials`, :func:`whitening`).
     """
 
     def __init__(
@@ -133,6 +203,7 @@ class EventDiscriminators(nn.Module):
         replicas: Sequence[int],
         seed: int,
         event_dim: int = 1,
+        basis_moments: tuple[Tensor, Tensor] | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -140,6 +211,12 @@ class EventDiscriminators(nn.Module):
         self.n_datasets, n_features = feature_mean.shape
         self.register_buffer("feature_mean", feature_mean.float())
         self.register_buffer("feature_std", feature_std.float())
+        if config.degree > 1:
+            if basis_moments is None:
+                raise ValueError(f"discriminator.degree {config.degree} needs the data's moments of its monomials")
+            self.register_buffer("basis_mean", basis_moments[0].float())
+            self.register_buffer("basis_projection", basis_moments[1].float())
+            n_features = self.basis_mean.shape[-1]
         fan_in = n_features * config.set_size
         if config.mode == "single":
             self.nets = nn.ModuleList(
@@ -163,15 +240,27 @@ class EventDiscriminators(nn.Module):
                 )
                 for j in range(self.n_datasets)
             )
+        if config.depth == 0:
+            # A logistic regression starts at D = 1/2 (it cannot tell the samples apart yet): its optimum is small.
+            for p in self.parameters():
+                nn.init.zeros_(p)
+
+    def standardized(self, events: Tensor, dataset: int) -> Tensor:
+        """The discriminator's inputs per event, [..., F] (standardized features, or their standardized monomials)."""
+        feats = event_features(events, self.config.features, self.event_dim)
+        feats = (feats - self.feature_mean[dataset]) / self.feature_std[dataset]
+        if self.config.degree > 1:
+            # Scaled to the data's range and clamped, so that no event far out in a tail gets a huge monomial.
+            feats = 2.0 * torch.tanh(feats / 2.0)
+            feats = (monomials(feats, self.config.degree) - self.basis_mean[dataset]) @ self.basis_projection[dataset]
+        return feats
 
     def forward(self, events: Tensor, dataset: int, replicas: slice = slice(None)) -> Tensor:
         """Logits [r, M] of event sets [r, M, set_size] (sorted along the last dimension) of ``dataset``."""
         size = events.shape[-1] if self.event_dim == 1 else events.shape[-2]
         if size != self.config.set_size:
             raise ValueError(f"event sets must have size {self.config.set_size}, got {size}")
-        feats = event_features(events, self.config.features, self.event_dim)
-        feats = (feats - self.feature_mean[dataset]) / self.feature_std[dataset]
-        feats = feats.flatten(-2)
+        feats = self.standardized(events, dataset).flatten(-2)
         if self.config.mode == "single":
             onehot = feats.new_zeros(*feats.shape[:-1], self.n_datasets)
             onehot[..., dataset] = 1.0

@@ -124,10 +124,10 @@ class NaturalGradient(torch.optim.Optimizer):
         # system, so its coupling does not deflect the other coordinates' steps (Bertsekas 1982).
         active = (phi.abs() >= self.max_logit - 0.5) & (grad * phi.sign() < 0)
         if j is not None:
-            ds = self._newton(state["box_metric"], grad / j, active, group)  # the gradient in s is grad / j
-            step = phi - _fraction_to_boundary(phi, ds)
+            ds, damped = self._newton(state["box_metric"], grad / j, active, group)  # the gradient in s is grad / j
+            step = phi - _fraction_to_boundary(phi, _held_at_edges(phi, ds, damped))
         else:
-            step = self._newton(state["metric"], grad, active, group)
+            step = self._newton(state["metric"], grad, active, group)[0]
         if self.max_logit_step is not None:
             largest = step.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(p.dtype).tiny)
             step = step * (self.max_logit_step / largest).clamp(max=1.0)
@@ -135,8 +135,12 @@ class NaturalGradient(torch.optim.Optimizer):
         p.clamp_(-self.max_logit, self.max_logit)
         return loss
 
-    def _newton(self, fisher: Tensor, grad: Tensor, active: Tensor, group: dict[str, Any]) -> Tensor:
-        """The damped, projected and trust-region-capped step [R, D] for metric [R, D, D] and gradient [R, D]."""
+    def _newton(self, fisher: Tensor, grad: Tensor, active: Tensor, group: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """The damped, projected and trust-region-capped step [R, D] for metric [R, D, D] and gradient [R, D].
+
+        Returns:
+            The step and the damped (projected) metric it solved with.
+        """
         dim = grad.shape[-1]
         diag = fisher.diagonal(dim1=-2, dim2=-1)
         scale = diag.mean(-1, keepdim=True) if self.damping_scale == "mean" else diag
@@ -150,7 +154,7 @@ class NaturalGradient(torch.optim.Optimizer):
         # where the Polyak average is taken. Its Mahalanobis length is the same in phi and in the box.
         cap = self.max_step * group["lr"] / group.get("initial_lr", group["lr"])
         factor = (cap / length.clamp_min(torch.finfo(grad.dtype).tiny)).clamp(max=1.0)
-        return (group["lr"] * factor)[:, None] * delta
+        return (group["lr"] * factor)[:, None] * delta, damped
 
 
 def _unit_jacobian(phi: Tensor) -> Tensor:
@@ -160,6 +164,36 @@ def _unit_jacobian(phi: Tensor) -> Tensor:
 
 
 BOUNDARY_FRACTION = 0.5
+
+
+def _held_at_edges(phi: Tensor, ds: Tensor, metric: Tensor, passes: int = 2) -> Tensor:
+    """The box step ``ds`` [R, D] with its other coordinates re-solved where the boundary rule cuts one short.
+
+    The Newton step moves every coordinate jointly; along a 0.99-correlated ridge the others' steps assume the
+    cut coordinate moves all the way. Holding the cut coordinates A at what the rule lets them move, the quadratic
+    model's minimum over the free ones F moves them by M_FF^-1 M_FA (ds_A - cut_A) more (M: the damped metric the
+    step was solved with; the model's scale is that of ``ds``). Without this a replica at an edge is pushed along
+    the ridge, away from its optimum, by the part of the step its held coordinate cannot take. The result is no
+    longer, in the metric, than ``ds`` was.
+    """
+    s = torch.sigmoid(phi)
+    held = torch.zeros_like(ds, dtype=torch.bool)
+    length = torch.einsum("ri,rij,rj->r", ds, metric, ds)
+    for _ in range(passes):
+        room = torch.where(ds > 0, s, 1 - s) * BOUNDARY_FRACTION
+        newly = (ds.abs() > room) & ~held
+        if not bool(newly.any()):
+            break
+        cut = ds.sign() * torch.minimum(ds.abs(), room)
+        excess = torch.where(newly, ds - cut, torch.zeros_like(ds))
+        held = held | newly
+        free = (~held).to(ds.dtype)
+        block = metric * free[:, :, None] * free[:, None, :] + torch.diag_embed(1.0 - free)
+        shift = torch.linalg.solve(block, (free[:, :, None] * metric @ excess.unsqueeze(-1))).squeeze(-1)
+        ds = torch.where(held, cut, ds + shift * free)
+    # No longer than the trust-region step it came from (in the metric), by shrinking the free coordinates.
+    factor = (length / torch.einsum("ri,rij,rj->r", ds, metric, ds).clamp_min(torch.finfo(ds.dtype).tiny)).sqrt()
+    return torch.where(held, ds, ds * factor.clamp(max=1.0)[:, None])
 
 
 def _fraction_to_boundary(phi: Tensor, ds: Tensor) -> Tensor:

@@ -32,6 +32,7 @@ from torch import Tensor
 from inverse.gan.config import OptimizerConfig, SchedulerConfig
 from inverse.gan.model import InverseGAN
 from inverse.gan.natural import NaturalGradient
+from inverse.gan.newton import LogisticNewton, logistic_terms
 from qcdgip.errors import NonFiniteLossError
 from qcdgip.training import StepModule, step_trainer
 
@@ -107,6 +108,19 @@ class GANModule(StepModule):
             p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
             offset += p.numel()
 
+    def _average_newton_terms(self, optimizer: LogisticNewton) -> None:
+        """Mean of the queued Newton gradients and Hessians over the data-parallel processes (one all-reduce)."""
+        if self.trainer.world_size == 1:
+            return
+        tensors = [t for _, terms in optimizer.pending() for pair in terms for t in pair]
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        dist.all_reduce(flat)
+        flat /= self.trainer.world_size
+        offset = 0
+        for t in tensors:
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
+            offset += t.numel()
+
     def _mean_over_processes(self, value: Tensor) -> Tensor:
         return value if self.trainer.world_size == 1 else self.trainer.strategy.reduce(value, reduce_op="mean")
 
@@ -128,7 +142,10 @@ class GANModule(StepModule):
             )
         else:
             opt_g = make_optimizer(cfg.optimizer_g, self.model.generator.parameters())
-        opt_d = make_optimizer(cfg.optimizer_d, self.model.discriminators.parameters())
+        if cfg.optimizer_d.name == "newton":
+            opt_d = LogisticNewton(self.model.discriminators, lr=cfg.optimizer_d.lr, ridge=cfg.optimizer_d.damping)
+        else:
+            opt_d = make_optimizer(cfg.optimizer_d, self.model.discriminators.parameters())
         factor = schedule(cfg.scheduler, cfg.training.steps)
         schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (opt_g, opt_d)]
         return [opt_g, opt_d], [{"scheduler": s, "interval": "step"} for s in schedulers]
@@ -145,12 +162,14 @@ class GANModule(StepModule):
         )
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
-        """One generator update and ``d_steps`` discriminator updates for every replica."""
+        """One generator update and ``d_steps`` discriminator updates for every replica (``d_warmup`` more first)."""
         start = time.perf_counter()
         m = self.model
         opt_g, opt_d = self.optimizers()
         chunks = m.chunks()
 
+        if self.steps_done == 0 and m.config.training.d_warmup:
+            self._update_discriminators(opt_d, chunks, None, m.config.training.d_warmup)
         opt_g.zero_grad(set_to_none=True)
         m.discriminators.requires_grad_(False)
         g_losses, thetas, events = [], [], []
@@ -167,16 +186,7 @@ class GANModule(StepModule):
         self._average_gradients(m.generator)
         opt_g.step()
 
-        for d in range(m.config.training.d_steps):
-            opt_d.zero_grad(set_to_none=True)
-            d_losses = []
-            for c, rs in enumerate(chunks):
-                loss = m.discriminator_loss(events[c] if d == 0 else m.simulate_detached(rs), rs)
-                self._check(loss, "discriminator")
-                self.manual_backward(loss.sum())
-                d_losses.append(loss.detach())
-            self._average_gradients(m.discriminators)
-            opt_d.step()
+        d_losses = self._update_discriminators(opt_d, chunks, events, m.config.training.d_steps)
         for sched in self.lr_schedulers():
             sched.step()
 
@@ -190,6 +200,37 @@ class GANModule(StepModule):
         # Lightning counts every optimizer call as a step; a metric named "step" makes the logs count GAN steps.
         self.log("step", float(m.step_count), on_step=True, batch_size=m.n_replicas)
         self.step_seconds.append(time.perf_counter() - start)
+
+    def _update_discriminators(self, opt_d: Any, chunks: list[slice], events: list | None, count: int) -> list[Tensor]:
+        """``count`` discriminator updates of every replica; the first on ``events`` (None: fresh ones).
+
+        Returns:
+            The losses of the last update, one tensor per chunk.
+        """
+        m = self.model
+        newton = isinstance(opt_d.optimizer, LogisticNewton)
+        d_losses: list[Tensor] = []
+        for d in range(count):
+            opt_d.zero_grad(set_to_none=True)
+            d_losses = []
+            for c, rs in enumerate(chunks):
+                generated = events[c] if d == 0 and events is not None else m.simulate_detached(rs)
+                if newton:
+                    with torch.no_grad():
+                        loss, terms = logistic_terms(m, generated, rs, opt_d.optimizer.cache)
+                    opt_d.optimizer.add(rs, terms)
+                else:
+                    loss = m.discriminator_loss(generated, rs)
+                self._check(loss, "discriminator")
+                if not newton:
+                    self.manual_backward(loss.sum())
+                d_losses.append(loss.detach())
+            if newton:
+                self._average_newton_terms(opt_d.optimizer)
+            else:
+                self._average_gradients(m.discriminators)
+            opt_d.step()
+        return d_losses
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the replicas' random streams."""
