@@ -11,7 +11,7 @@ DIS_RUNCARD ?= configs/closure_dis.yaml
 ARGS ?= --resume
 NOT_SLOW := not slow and not mpi and not slurm and not gpu and not rebuild
 
-.PHONY: venv dis-operator closure-dis closure closure-detector closure-mcmc reference surrogate closure-surrogate vaim vaim-pdf hpo ensemble test test-slow test-rebuild lint format docs docs-serve bench threads mainjob scaling peers clean
+.PHONY: venv dis-operator closure-dis closure closure-detector closure-mcmc reference surrogate closure-surrogate refine vaim vaim-pdf hpo ensemble test test-slow test-rebuild lint format docs docs-serve bench threads mainjob scaling peers clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ surrogate: $(STAMP)  ## train a surrogate event generator (KIND=flow|gan|vae) an
 closure-surrogate: $(STAMP)  ## the closure test with the trained surrogate (make surrogate first) as event sampler
 	$(PY) -m inverse.closure --config configs/closure_gan.yaml --sampler $(KIND):runs/surrogate-$(KIND)/model.pt \
 		--out runs/closure-$(KIND) $(ARGS)
+
+refine: $(STAMP)  ## refine the surrogate (make surrogate first) around the closure's replicas, in rounds (resumable)
+	$(PY) -m inverse.gan.refinement --config configs/closure_gan.yaml --surrogate runs/surrogate-$(KIND)/model.pt \
+		--out runs/refine-$(KIND) $(ARGS)
 
 PROBLEM ?= x2
 vaim: $(STAMP)  ## VAIM: train and draw every solution (PROBLEM=x2|sin|circle|pdf_shapes|pdf_counts|dis_counts)

@@ -21,8 +21,6 @@ References:
 from __future__ import annotations
 
 import functools
-import importlib
-import inspect
 import itertools
 from collections.abc import Callable
 from typing import Any, Literal
@@ -38,6 +36,7 @@ from physics.dis.config import DISConfig
 from physics.dis.experiment import DISExperiment
 from physics.quadrature import integrate_terms, logit_rule
 from qcdgip.config import load_yaml, parse_config
+from qcdgip.imports import import_callable
 
 __all__ = [
     "Simulator",
@@ -157,7 +156,7 @@ def dis_binned(theta: Tensor, n_u: int = 2, n_w: int = 4, case: str | None = Non
 
 
 def load_simulator(spec: str, kwargs: dict[str, Any] | None = None, field: str = "problem.simulator") -> Simulator:
-    """Import ``"package.module:function"`` and bind ``kwargs`` to it.
+    """Import ``"package.module:function"`` and bind ``kwargs`` to it (:func:`qcdgip.imports.import_callable`).
 
     Args:
         spec: the import path.
@@ -171,29 +170,7 @@ def load_simulator(spec: str, kwargs: dict[str, Any] | None = None, field: str =
         ValueError: the string is malformed, the module or attribute does not import, it is not callable, or it
             does not accept ``kwargs``.
     """
-    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
-        raise ValueError(f"{field}: expected 'package.module:function', got {spec!r}")
-    module_name, attr = spec.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as err:
-        raise ValueError(f"{field}: cannot import module {module_name!r} ({type(err).__name__}: {err})") from err
-    func = module
-    for part in attr.split("."):
-        if not hasattr(func, part):
-            raise ValueError(f"{field}: module {module_name!r} has no attribute {attr!r}")
-        func = getattr(func, part)
-    if not callable(func):
-        raise ValueError(f"{field}: {spec!r} is not callable")
-    kwargs = dict(kwargs or {})
-    if kwargs:
-        try:
-            inspect.signature(func).bind(torch.zeros(1, 1), **kwargs)
-        except TypeError as err:
-            raise ValueError(f"{field}: {spec!r} does not take the arguments {sorted(kwargs)}: {err}") from err
-        except ValueError:  # builtins without a signature: found out at the first call
-            pass
-    return functools.partial(func, **kwargs) if kwargs else func
+    return import_callable(spec, kwargs, field, probe=(torch.zeros(1, 1),))
 
 
 def check_simulator(simulator: Simulator, theta: Tensor, field: str = "problem.simulator") -> int:

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reference": ("physics.reference", "statistical reference: pseudo-data, Cramér–Rao bound, MLE, MCMC posterior"),
     "generate": ("physics.generate", "write a pseudo-data set"),
     "surrogate": ("surrogates.train", "train a surrogate event generator and judge it on held-out parameters"),
+    "refine": ("inverse.gan.refinement", "refine a surrogate around a closure's replicas, in resumable rounds"),
     "vaim": ("inverse.vaim", "VAIM: every parameter set that explains an observation"),
     "search": ("hpo.search", "hyperparameter search (DeepHyper CBO) scored by k-fold losses"),
     "ensemble": ("hpo.ensemble", "ensemble of a search's best trials, uncertainty split aleatoric + epistemic"),

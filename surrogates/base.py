@@ -26,6 +26,7 @@ from physics.config import PhysicsConfig
 from physics.sampling import EventSampler
 from qcdgip.nn import activation as _activation
 from surrogates.config import SurrogateConfig
+from surrogates.counts import CountModel
 
 __all__ = ["FORMAT", "ConditionedMLP", "Surrogate", "SurrogateFileError", "activation", "physics_signature"]
 
@@ -127,6 +128,9 @@ class Surrogate(EventSampler):
         self.register_buffer("high", torch.tensor(physics.high))
         self.register_buffer("log_min", torch.tensor([d.x_min for d in physics.datasets]).log())
         self.register_buffer("log_max", torch.tensor([d.x_max for d in physics.datasets]).log())
+        # The learned expected counts nu_j(theta) and the luminosities they were learned at.
+        self.counts = CountModel(self.low, self.high, self.n_datasets, config.counts)
+        self.register_buffer("luminosity", torch.ones(self.n_datasets))
 
     # -- coordinates ------------------------------------------------------------------------------------------
     @property
@@ -164,6 +168,24 @@ class Surrogate(EventSampler):
     def log_dt_dx(self, x: Tensor, j: int) -> Tensor:
         """Log |dt/dx| = -log(x (log x_max - log x_min))."""
         return -torch.log(x) - torch.log(self.log_max[j] - self.log_min[j])
+
+    @property
+    def has_counts(self) -> bool:
+        """Whether the expected counts were learned (``python -m surrogates.train`` does it)."""
+        return bool(self.counts.trained)
+
+    def expected_counts(self, theta: Tensor, luminosity: Tensor | None = None) -> Tensor:
+        """Learned expected counts nu_j(theta), [B, J] in theta's dtype, rescaled to ``luminosity`` [J] if given.
+
+        Raises:
+            ValueError: the counts were never learned.
+        """
+        if not self.has_counts:
+            raise ValueError(f"this {self.kind} surrogate has no learned expected counts (train it again)")
+        nu = self.counts(theta)
+        if luminosity is not None:
+            nu = nu * (torch.as_tensor(luminosity).to(theta) / self.luminosity.to(theta))
+        return nu
 
     # -- sampling ---------------------------------------------------------------------------------------------
     def base_noise(

@@ -6,7 +6,7 @@ values raise ``ValueError`` naming the file and the field (through :func:`qcdgip
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -16,9 +16,11 @@ from qcdgip.nn import Activation
 
 __all__ = [
     "KINDS",
+    "CountsConfig",
     "EvaluationConfig",
     "FlowConfig",
     "GANSurrogateConfig",
+    "RefinementConfig",
     "SimulationConfig",
     "SurrogateConfig",
     "SurrogateTrainingConfig",
@@ -34,6 +36,12 @@ class SimulationConfig(StrictModel):
     n_params: int = Field(20_000, ge=10, description="parameter sets drawn from the prior box")
     events_per_param: int = Field(128, ge=1, description="exact events per parameter set and dataset")
     seed: int = Field(0, ge=0, description="seed of the parameter sets and their events")
+    simulator: str | None = Field(
+        None,
+        description="a black-box event simulator 'package.module:function' (physics.simulators); "
+        "None: the exact sampler of the physics section",
+    )
+    simulator_kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the simulator")
 
 
 class FlowConfig(StrictModel):
@@ -70,6 +78,43 @@ class VAEConfig(StrictModel):
     context_width: int = Field(128, ge=4, le=4096, description="hidden width of the condition network")
     activation: Activation = Field("silu", description="hidden activation")
     kl_weight: float = Field(1.0, gt=0.0, description="beta of the KL term (1: the evidence lower bound)")
+
+
+class CountsConfig(StrictModel):
+    """The learned expected counts nu_j(theta) (:mod:`surrogates.counts`): an MLP for log nu, Adam then L-BFGS."""
+
+    n_params: int = Field(
+        4000, ge=10, description="parameter sets of the training set the counts are fitted on (the first ones)"
+    )
+    width: int = Field(64, ge=4, le=4096, description="hidden width")
+    depth: int = Field(3, ge=1, le=16, description="hidden layers")
+    activation: Activation = Field("silu", description="hidden activation")
+    lr: float = Field(3e-3, gt=0.0, description="Adam learning rate of the warm start")
+    adam_steps: int = Field(1000, ge=0, description="full-batch Adam steps before L-BFGS")
+    lbfgs_steps: int = Field(2000, ge=0, description="L-BFGS iterations (full batch)")
+    seed: int = Field(0, ge=0, description="seeds the initialization")
+
+
+class RefinementConfig(StrictModel):
+    """Sequential refinement (:mod:`surrogates.refine`): fine-tune on simulations around a fit's replicas, refit.
+
+    Each round draws ``n_params`` parameter sets from a Gaussian with the replicas' mean and ``widen``^2 times their
+    covariance (inside the box), simulates ``simulation.events_per_param`` events per set and dataset as the
+    training set was simulated, and fine-tunes the surrogate for ``steps`` Adam steps at ``lr``.
+    """
+
+    rounds: int = Field(3, ge=0, le=100, description="refinement rounds after the first fit")
+    n_params: int = Field(2000, ge=10, description="parameter sets simulated per round")
+    widen: float = Field(2.0, gt=0.0, description="proposal sd over the replicas' sd")
+    steps: int = Field(1000, ge=1, description="fine-tuning steps per round")
+    lr: float = Field(2e-4, gt=0.0, description="fine-tuning learning rate (Adam, cosine schedule)")
+    budget: int | None = Field(
+        None, ge=1, description="most parameter sets simulated over all rounds (None: rounds x n_params)"
+    )
+    tolerance: float = Field(
+        0.1, gt=0.0, description="stop when the replicas' mean moves less than this, in replica sd, between rounds"
+    )
+    seed: int = Field(0, ge=0, description="seeds the proposals and their simulations")
 
 
 class SurrogateTrainingConfig(StrictModel):
@@ -113,6 +158,7 @@ class SurrogateConfig(StrictModel):
     flow: FlowConfig = Field(default_factory=FlowConfig)
     gan: GANSurrogateConfig = Field(default_factory=GANSurrogateConfig)
     vae: VAEConfig = Field(default_factory=VAEConfig)
+    counts: CountsConfig = Field(default_factory=CountsConfig)
     training: SurrogateTrainingConfig = Field(default_factory=SurrogateTrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 

@@ -56,8 +56,13 @@ def load_surrogate(
     if physics is not None:
         check_physics(path, config.physics, physics)
     model = build_surrogate(config)
+    state = dict(blob["state_dict"])
+    # A file written without learned counts loads with untrained ones (the solver then uses the theory's counts).
+    for key, value in model.state_dict().items():
+        if key.startswith("counts.") or key == "luminosity":
+            state.setdefault(key, value)
     try:
-        model.load_state_dict(blob["state_dict"])
+        model.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError) as err:
         raise SurrogateFileError(f"{path}: weights do not fit the stored config: {str(err)[:400]}") from None
     model.eval().requires_grad_(False)

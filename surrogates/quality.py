@@ -20,18 +20,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import scipy.optimize
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from physics.datasets import Experiment
+from physics.likelihood import fit_mle
 from physics.pseudodata import EventData
 from surrogates.base import Surrogate
 from surrogates.config import EvaluationConfig
+from surrogates.fidelity import SurrogateLikelihood
 from surrogates.simulate import draw_prior, exact_events
 
-__all__ = ["evaluate", "ks_2samp", "plot_densities", "surrogate_mle", "wasserstein_1d"]
+__all__ = ["counts_quality", "evaluate", "ks_2samp", "plot_densities", "surrogate_mle", "wasserstein_1d"]
 
 
 def ks_2samp(a: Tensor, b: Tensor) -> Tensor:
@@ -123,7 +124,25 @@ def evaluate(
                 errors.append((surr_lp - exact_lp).abs().flatten())
         err = torch.cat(errors)
         quality["log_prob_abs_error"] = {"mean": float(err.mean()), "p99": float(err.quantile(0.99))}
+    if model.has_counts:
+        quality["counts"] = counts_quality(model, theta)
     return quality, {"theta": theta, "exact": exact, "surrogate": surr}
+
+
+def counts_quality(model: Surrogate, theta: Tensor) -> dict[str, Any]:
+    """Learned against exact expected counts at held-out parameter sets ``theta`` [M, D].
+
+    Returns:
+        The relative error |nu_learned / nu - 1| and the error in Poisson sd |nu_learned - nu| / sqrt(nu) (the
+        precision at which the data's counts constrain the rate term), each as mean and max over sets and datasets.
+    """
+    exact = Experiment(model.config.physics).expected_counts(theta.double())
+    with torch.no_grad():
+        learned = model.counts.double()(theta.double())
+    model.counts.to(model.dtype)
+    rel = (learned / exact - 1.0).abs()
+    pull = (learned - exact).abs() / exact.sqrt()
+    return {"relative_error": _stats(rel), "poisson_sd": _stats(pull)}
 
 
 def plot_densities(
@@ -173,42 +192,21 @@ def surrogate_mle(model: Surrogate, experiment: Experiment, data: EventData, sta
     """Maximum-likelihood estimate with the surrogate's density for the event shapes.
 
     The extended log-likelihood sum_j [sum_i log q_j(x_ij; theta) - nu_j(theta) + N_j log nu_j(theta)], with the
-    surrogate's normalized density q and the theory's expected counts nu, maximized by L-BFGS-B inside the box
-    from ``start`` (the exact MLE). Its distance from the exact MLE is the bias any estimator inherits from the
-    surrogate: what an inverse solver fed by this surrogate can at best reach.
+    surrogate's normalized density q and its learned expected counts nu (the theory's where it has none),
+    maximized inside the box from ``start`` (e.g. the exact MLE) and the box centre
+    (:class:`surrogates.fidelity.SurrogateLikelihood`). Its distance from the exact MLE is the bias any estimator
+    inherits from the surrogate: what an inverse solver fed by this surrogate can at best reach.
 
     Args:
         model: a surrogate with ``log_prob``.
-        experiment: datasets, luminosities and theory (for nu).
+        experiment: datasets and luminosities (and the theory's counts for a surrogate without learned ones).
         data: the measured events.
         start: starting point [D].
 
     Returns:
         The estimate [D].
     """
-    if not model.has_log_prob:
-        raise ValueError(f"a {model.kind} surrogate has no density; its maximum-likelihood estimate is undefined")
     q = copy.deepcopy(model).double().cpu()
-    events = [torch.as_tensor(x, dtype=torch.float64) for x in data.events]
-    counts = torch.tensor(data.counts, dtype=torch.float64)
-    low, high = np.asarray(experiment.theory.low), np.asarray(experiment.theory.high)
-    scale = float(max(counts.sum(), 1.0))
-
-    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        t = torch.tensor(theta[None], dtype=torch.float64, requires_grad=True)
-        nu = experiment.expected_counts(t)[0]
-        log_l = sum(q.log_prob(x, t, j).sum() for j, x in enumerate(events)) - (nu - counts * torch.log(nu)).sum()
-        (-log_l / scale).backward()
-        return float(log_l.detach()) / -scale, t.grad[0].numpy()
-
-    eps = 1e-9 * (high - low)
-    bounds = list(zip(low + eps, high - eps))
-    result = scipy.optimize.minimize(
-        objective,
-        np.clip(start, low + eps, high - eps),
-        jac=True,
-        method="L-BFGS-B",
-        bounds=bounds,
-        options={"ftol": 1e-14, "gtol": 1e-10, "maxiter": 500},
-    )
-    return result.x
+    counts = None if q.has_counts else experiment.expected_counts
+    like = SurrogateLikelihood(q, data, [d.luminosity for d in experiment.datasets], counts=counts)
+    return fit_mle(like, n_starts=1, starts=np.asarray(start)[None]).theta

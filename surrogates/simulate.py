@@ -1,4 +1,7 @@
-"""Training and evaluation events from the exact forward model: parameter sets uniform in the prior box."""
+"""Training and evaluation events: parameter sets uniform in the prior box, and their events and expected counts.
+
+The events come from the exact forward model or from a black-box simulator (:mod:`physics.simulators`).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,9 @@ from tqdm.auto import tqdm
 
 from physics.config import PhysicsConfig
 from physics.datasets import Experiment
+from physics.simulators import EventSimulator, simulate
 
-__all__ = ["draw_prior", "exact_events", "to_unit"]
+__all__ = ["draw_prior", "exact_counts", "exact_events", "simulated_events", "to_unit"]
 
 
 def draw_prior(physics: PhysicsConfig, n: int, seed: int) -> Tensor:
@@ -43,6 +47,37 @@ def exact_events(
             for j in range(len(sampler.dataset_names)):
                 out[a : a + chunk, j] = sampler.sample(th, n, j, generator=g)
     return out
+
+
+def exact_counts(physics: PhysicsConfig, theta: Tensor, chunk: int = 4096) -> Tensor:
+    """Expected counts of every dataset at the physics section's luminosities, float64 [M, J]."""
+    experiment = Experiment(physics)
+    with torch.no_grad():
+        return torch.cat([experiment.expected_counts(th.double()) for th in theta.split(chunk)])
+
+
+def simulated_events(
+    simulator: EventSimulator, physics: PhysicsConfig, theta: Tensor, n: int, seed: int, progress: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Events [M, J, n] and expected counts [M, J] (float64) of a black-box simulator, one call per parameter set.
+
+    Call i gets the seed ``seed + i``; every result is checked (:func:`physics.simulators.simulate`, errors name
+    ``simulation.simulator``). Events must be one-dimensional here (the toy's x).
+    """
+    n_sets, n_datasets = theta.shape[0], len(physics.datasets)
+    x = torch.empty(n_sets, n_datasets, n, dtype=torch.float64)
+    expected = torch.empty(n_sets, n_datasets, dtype=torch.float64)
+    for i in tqdm(range(n_sets), desc="simulator", disable=not progress, unit="set", mininterval=1.0):
+        out = simulate(simulator, theta[i].numpy(), n, seed + i, n_datasets, 1, field="simulation.simulator")
+        if out.weights is not None:
+            raise ValueError("simulation.simulator: weighted events cannot train a surrogate yet (unweight them)")
+        for j, (events, ds) in enumerate(zip(out.events, physics.datasets)):
+            if events.min() < ds.x_min or events.max() > ds.x_max:
+                raise ValueError(f"simulation.simulator: events of dataset {ds.name!r} leave its range "
+                                 f"[{ds.x_min}, {ds.x_max}] at theta = {theta[i].tolist()}")  # fmt: skip
+            x[i, j] = torch.from_numpy(events[:, 0])
+        expected[i] = torch.from_numpy(out.expected)
+    return x, expected
 
 
 def to_unit(physics: PhysicsConfig, x: Tensor) -> Tensor:

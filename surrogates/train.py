@@ -29,14 +29,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from physics.datasets import Experiment
+from physics.simulators import load_event_simulator
 from qcdgip import runtime
 from qcdgip.cli import command_parser, default_out, resolve_runcard, run_command, shortcut_values
 from qcdgip.runs import format_table, guard_run_dir, open_run_dir, write_json
 from surrogates.base import physics_signature
 from surrogates.config import SurrogateConfig
+from surrogates.counts import fit_counts
 from surrogates.io import build_surrogate
 from surrogates.quality import evaluate, plot_densities
-from surrogates.simulate import draw_prior, exact_events, to_unit
+from surrogates.simulate import draw_prior, exact_counts, exact_events, simulated_events, to_unit
 from surrogates.training import fit_surrogate
 
 __all__ = ["SHORTCUTS", "build_parser", "main", "train_surrogate"]
@@ -67,25 +70,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def training_set(config: SurrogateConfig, out: Path, progress: bool) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """(theta [M, D], t [M, J, n] float32, reused?) from ``out/training_set.pt`` or a fresh simulation."""
+def training_set(config: SurrogateConfig, out: Path, progress: bool) -> tuple[torch.Tensor, ...]:
+    """(theta [M, D], t [M, J, n] float32, expected counts [M, J], reused?) from ``training_set.pt`` or simulated.
+
+    The events come from ``simulation.simulator`` when it is set, else from the exact sampler of the physics.
+    """
     path = out / "training_set.pt"
     key = {"simulation": config.simulation.model_dump(), "physics": physics_signature(config.physics)}
     if path.is_file():
         try:
             blob = torch.load(path, map_location="cpu", weights_only=False)
-            if blob.get("key") == key:
-                return blob["theta"], blob["t"], True
+            if blob.get("key") == key and "expected" in blob:
+                return blob["theta"], blob["t"], blob["expected"], True
         except Exception:
             pass
     s = config.simulation
     theta = draw_prior(config.physics, s.n_params, s.seed)
-    x = exact_events(config.physics, theta, s.events_per_param, s.seed + 1, progress=progress)
+    if s.simulator is not None:
+        simulator = load_event_simulator(s.simulator, s.simulator_kwargs, "simulation.simulator")
+        x, expected = simulated_events(simulator, config.physics, theta, s.events_per_param, s.seed + 1, progress)
+    else:
+        x = exact_events(config.physics, theta, s.events_per_param, s.seed + 1, progress=progress)
+        expected = exact_counts(config.physics, theta)
     t = to_unit(config.physics, x).float()
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"key": key, "theta": theta, "t": t}, tmp)
+    torch.save({"key": key, "theta": theta, "t": t, "expected": expected}, tmp)
     tmp.replace(path)
-    return theta, t, False
+    return theta, t, expected, False
 
 
 def plot_training(history: np.ndarray, kind: str, path: Path) -> Path:
@@ -105,15 +116,21 @@ def plot_training(history: np.ndarray, kind: str, path: Path) -> Path:
 
 
 def _fit(config: SurrogateConfig, out: Path, resume: bool, progress: bool, log: Any) -> tuple[Any, dict, dict]:
-    """Simulate (or reuse) the training set and train; returns (module, training-set facts, seconds)."""
+    """Simulate (or reuse) the training set, train, learn the counts; returns (module, facts, seconds)."""
     torch.manual_seed(config.training.seed)
-    theta, t, reused = training_set(config, out, progress)
+    theta, t, expected, reused = training_set(config, out, progress)
     log.info("training set %s: %s parameter sets x %s events", "reused" if reused else "simulated", *t.shape[::2])
     model = build_surrogate(config)
     t_fit, cpu_fit = time.perf_counter(), time.process_time()
     module = fit_surrogate(model, theta, t, out, resume=resume, progress=progress)
     seconds = {"fit": time.perf_counter() - t_fit, "fit_cpu": time.process_time() - cpu_fit}
-    facts = {"n_params": int(t.shape[0]), "events_per_param": int(t.shape[2]), "reused": reused}
+    t_counts = time.perf_counter()
+    m = config.counts.n_params
+    counts = fit_counts(module.model.counts, theta[:m], expected[:m], config.counts)
+    module.model.luminosity.copy_(torch.tensor([d.luminosity for d in Experiment(config.physics).datasets]))
+    seconds["counts"] = time.perf_counter() - t_counts
+    log.info("counts learned in %.1f s: %s", seconds["counts"], counts)
+    facts = {"n_params": int(t.shape[0]), "events_per_param": int(t.shape[2]), "reused": reused, "counts": counts}
     return module, facts, seconds
 
 
@@ -189,6 +206,11 @@ def _table(s: dict[str, Any]) -> str:
     table = format_table(["sampler", "KS mean", "KS max", "W1 mean", "W1 max"], rows)
     if "log_prob_abs_error" in q:
         table += f"\n|log q - log p| at exact events: mean {q['log_prob_abs_error']['mean']:.4f}"
+    if "counts" in q:
+        c = q["counts"]
+        table += (f"\nlearned counts: relative error mean {c['relative_error']['mean']:.2e} max "
+                  f"{c['relative_error']['max']:.2e}; in Poisson sd mean {c['poisson_sd']['mean']:.3f} max "
+                  f"{c['poisson_sd']['max']:.3f}")  # fmt: skip
     return table
 
 

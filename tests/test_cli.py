@@ -25,6 +25,7 @@ from inverse.gan.cli import main as closure_main
 from inverse.gan.cli import resolve_config
 from inverse.gan.dis.cli import build_parser as dis_parser
 from inverse.gan.dis.cli import main as closure_dis_main
+from inverse.gan.refinement import main as refine_main
 from inverse.vaim.cli import main as vaim_main
 from physics.generate import main as generate_main
 from physics.reference import main as reference_main
@@ -42,6 +43,7 @@ MAINS = {
     "reference": reference_main,
     "generate": generate_main,
     "surrogate": surrogate_main,
+    "refine": refine_main,
     "vaim": vaim_main,
     "search": search_main,
     "ensemble": ensemble_main,

@@ -36,6 +36,7 @@ def small_config(kind: str, steps: int = 300, **over) -> SurrogateConfig:
         "vae": {"depth": 2, "width": 32, "context_width": 64},
         "training": {"steps": steps, "batch_params": 64, "progress": False, "accelerator": "cpu"},
         "evaluation": {"n_params": 12, "n_samples": 2000, "plot_params": 2},
+        "counts": {"adam_steps": 200, "lbfgs_steps": 200},
     }
     if kind == "gan":  # adversarial training needs more, smaller steps than a likelihood (measured: KS 0.05)
         data["training"].update(steps=max(steps, 1500), lr=1e-3)
@@ -238,7 +239,7 @@ def test_train_command_writes_a_loadable_model_and_resumes(tmp_path, capsys):
     cfg.write_text(
         "kind: flow\nsimulation: {n_params: 200, events_per_param: 16}\nflow: {bins: 6, depth: 1, width: 16}\n"
         "training: {steps: 12, batch_params: 32, checkpoint_every: 5, accelerator: cpu}\n"
-        "evaluation: {n_params: 3, n_samples: 500, plot_params: 1}\n"
+        "evaluation: {n_params: 3, n_samples: 500, plot_params: 1}\ncounts: {adam_steps: 20, lbfgs_steps: 20}\n"
     )
     out = tmp_path / "run"
     assert train_main(["--config", str(cfg), "--out", str(out), "--quiet"]) == 0

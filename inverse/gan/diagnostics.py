@@ -27,6 +27,9 @@ from inverse.gan.training import make_optimizer, schedule
 from physics.datasets import Experiment
 from physics.likelihood import ExtendedLikelihood
 from physics.pseudodata import EventData
+from physics.sampling import EventSampler
+from surrogates.experiment import SurrogateExperiment
+from surrogates.fidelity import SurrogateLikelihood
 
 __all__ = [
     "GradientContract",
@@ -88,12 +91,18 @@ def _cosine(a: Tensor, b: Tensor) -> float:
     return float(a @ b / (a.norm() * b.norm()))
 
 
-def likelihood_gradients(experiment: Experiment, data: EventData, theta: Tensor) -> tuple[Tensor, Tensor]:
-    """-grad log L of the extended likelihood at ``theta`` [D], and of its shape part alone (counts excluded)."""
-    like = ExtendedLikelihood(experiment, data)
+def likelihood_gradients(
+    experiment: Experiment, data: EventData, theta: Tensor, likelihood: SurrogateLikelihood | None = None
+) -> tuple[Tensor, Tensor]:
+    """-grad log L of the extended likelihood at ``theta`` [D], and of its shape part alone (counts excluded).
+
+    ``likelihood`` replaces the exact likelihood of ``experiment`` (e.g. a surrogate's own).
+    """
+    like = likelihood if likelihood is not None else ExtendedLikelihood(experiment, data)
+    counts = likelihood.expected_counts if likelihood is not None else experiment.expected_counts
     th = theta.clone().requires_grad_(True)
     log_l = like(th[None])[0]
-    nu = experiment.expected_counts(th[None])[0]
+    nu = counts(th[None])[0]
     observed = torch.tensor([float(c) for c in data.counts], dtype=torch.float64)
     # log L_ext = sum_i log p(x_i) + N log nu - nu, so the shape part is log L + nu - N log nu.
     shape = log_l + (nu - observed * torch.log(nu)).sum()
@@ -102,7 +111,9 @@ def likelihood_gradients(experiment: Experiment, data: EventData, theta: Tensor)
     return g_total, g_shape
 
 
-def _frozen_model(config: GANConfig, experiment: Experiment, data: EventData, theta: Tensor) -> tuple:
+def _frozen_model(
+    config: GANConfig, experiment: Experiment, data: EventData, theta: Tensor, sampler: EventSampler | None
+) -> tuple:
     """(model, its config, the config with and without the rate term): one replica held at ``theta``, float64."""
     raw = config.model_dump()
     raw["generator"]["kind"] = "point"
@@ -110,7 +121,7 @@ def _frozen_model(config: GANConfig, experiment: Experiment, data: EventData, th
     cfg = GANConfig.model_validate(raw)
     with_rate = GANConfig.model_validate({**raw, "loss": {**raw["loss"], "rate": True}})
     shape_only = GANConfig.model_validate({**raw, "loss": {**raw["loss"], "rate": False}})
-    model = InverseGAN(cfg, experiment, data)
+    model = InverseGAN(cfg, experiment, data, sampler=sampler)
     gen = model.generator
     with torch.no_grad():
         gen.offset.copy_(gen.from_box(theta).reshape(gen.offset.shape))
@@ -152,6 +163,7 @@ def gradient_contract(
     theta: np.ndarray,
     d_train_steps: int = 400,
     n_gradient_draws: int = 16,
+    sampler: EventSampler | None = None,
 ) -> GradientContract:
     """Train the discriminators at fixed ``theta`` and compare the generator gradient with the likelihood's.
 
@@ -165,9 +177,12 @@ def gradient_contract(
         theta: the parameters held fixed, [D].
         d_train_steps: discriminator updates before the gradient is taken.
         n_gradient_draws: event draws (each after one more discriminator update) the gradient is averaged over.
+        sampler: the generated events' sampler (None: ``config.sampler``). A surrogate with a density and learned
+            counts brings its own likelihood (:class:`surrogates.fidelity.SurrogateLikelihood`), which is then the
+            reference: the contract asks whether the GAN follows the likelihood of the sampler it is given.
     """
     theta_t = torch.as_tensor(theta, dtype=torch.float64)
-    model, cfg, with_rate, shape_only = _frozen_model(config, experiment, data, theta_t)
+    model, cfg, with_rate, shape_only = _frozen_model(config, experiment, data, theta_t, sampler)
     gen = model.generator
     replicas = slice(0, 1)
     d_step = _discriminator_stepper(model, cfg, d_train_steps)
@@ -188,7 +203,11 @@ def gradient_contract(
     jac = gen.box_jacobian(gen.offset.detach().reshape(-1))
     grads = {rate: total / n_gradient_draws / jac for rate, total in totals.items()}
 
-    g_total, g_shape = likelihood_gradients(experiment, data, theta_t)
+    like = None
+    if isinstance(model.experiment, SurrogateExperiment):
+        flow = model.experiment.model
+        like = SurrogateLikelihood(flow, data, [d.luminosity for d in experiment.datasets])
+    g_total, g_shape = likelihood_gradients(experiment, data, theta_t, like)
     return GradientContract(
         cosine=_cosine(grads[True], g_total),
         norm_ratio=float(grads[True].norm() / g_total.norm()),

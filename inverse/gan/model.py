@@ -32,7 +32,7 @@ from inverse.gan.models import (
     monomials,
     whitening,
 )
-from inverse.gan.sampler import Generated, build_sampler
+from inverse.gan.sampler import Generated, build_sampler, learned_experiment
 from inverse.stacked import replica_generator
 from physics.datasets import Experiment
 from physics.likelihood import fisher_information
@@ -116,6 +116,8 @@ class InverseGAN(StepBatches, nn.Module):
         self.experiment = experiment
         t = config.training
         self.sampler = sampler if sampler is not None else build_sampler(config.sampler, experiment)
+        # A flow with learned counts brings its own rate term and Fisher matrix: the fit then calls no theory.
+        experiment = self.experiment = learned_experiment(self.sampler, experiment)
         self.weighted = self.sampler.weighted
         if t.uniforms == "sobol" and not self.sampler.per_event_noise:
             raise ValueError(

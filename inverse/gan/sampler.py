@@ -7,7 +7,7 @@ a detector in the physics, every kind's events pass through it (``physics.detect
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from torch import Tensor
 
@@ -19,10 +19,11 @@ from physics.dis.mcmc import DISMCMCSampler
 from physics.dis.sampling import DISSampler
 from physics.mcmc import MCMCSampler
 from physics.sampling import EventSampler
-from surrogates.base import SurrogateFileError
+from surrogates.base import Surrogate, SurrogateFileError
+from surrogates.experiment import SurrogateExperiment
 from surrogates.io import load_surrogate
 
-__all__ = ["Generated", "build_sampler"]
+__all__ = ["Generated", "build_sampler", "learned_experiment"]
 
 
 def build_sampler(config: SamplerConfig, experiment: Experiment | DISExperiment) -> EventSampler:
@@ -51,6 +52,23 @@ def build_sampler(config: SamplerConfig, experiment: Experiment | DISExperiment)
         except SurrogateFileError as err:
             raise SurrogateFileError(f"gan.sampler.path: {err}") from None
     return experiment.observed_sampler(inner)
+
+
+def learned_experiment(sampler: EventSampler, experiment: Any) -> Any:
+    """What the rate term and the natural-gradient metric use with ``sampler``: the surrogate's own or the theory's.
+
+    A surrogate with a density and learned counts (a flow from ``python -m surrogates.train``) brings both, so the
+    fit calls no theory: a :class:`surrogates.experiment.SurrogateExperiment` with the counts rescaled to the
+    experiment's luminosities. Any other sampler (exact, MCMC, a detector around a surrogate, a cGAN or VAE
+    surrogate, which have no density) keeps ``experiment``.
+    """
+    if isinstance(experiment, SurrogateExperiment) or not isinstance(sampler, Surrogate):
+        return experiment
+    if not (sampler.has_log_prob and sampler.has_counts):
+        return experiment
+    datasets = getattr(experiment, "datasets", None)
+    luminosity = [d.luminosity for d in datasets] if datasets is not None else None
+    return SurrogateExperiment(sampler, luminosity)
 
 
 class Generated(NamedTuple):
