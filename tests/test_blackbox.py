@@ -211,3 +211,20 @@ def test_a_surrogate_file_without_learned_counts_loads_and_keeps_the_theorys(bla
     assert not flow.has_counts and learned_experiment(flow, experiment) is experiment
     with pytest.raises(ValueError, match="no learned expected counts"):
         flow.expected_counts(torch.tensor(TRUTH)[None])
+
+
+def test_shipped_dis_simulator_gives_exact_counts_and_two_dimensional_events():
+    from physics.dis.config import DISConfig
+    from physics.dis.experiment import DISExperiment
+
+    config = DISConfig()
+    theta = np.array([p.truth for p in config.parameters])
+    out = simulate(load_event_simulator("physics.simulators:dis"), theta, 50, seed=1, n_datasets=4, event_dim=2)
+    exact = DISExperiment(config).expected_counts(torch.tensor(theta)[None])[0].numpy()
+    np.testing.assert_allclose(out.expected, exact, rtol=1e-10)
+    k = config.kinematics
+    for x in out.events:
+        assert x.shape == (50, 2) and ((x[:, 0] > 0) & (x[:, 0] < 1)).all()
+        assert ((x[:, 1] >= k.q2_min) & (x[:, 1] <= k.q2_max)).all()
+    again = simulate(load_event_simulator("physics.simulators:dis"), theta, 50, seed=1, n_datasets=4)
+    assert all(np.array_equal(a, b) for a, b in zip(out.events, again.events))
