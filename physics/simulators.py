@@ -57,6 +57,20 @@ def _counts(n: int | Sequence[int], n_datasets: int) -> list[int]:
     return counts
 
 
+def _events_and_counts(sampler: Any, experiment: Any, theta: np.ndarray, n: int | Sequence[int],
+                       seed: int) -> dict[str, Any]:  # fmt: skip
+    """What a wrapped exact model lets out: events [n_j, d] of every dataset and the expected counts [J]."""
+    th = torch.as_tensor(np.asarray(theta, dtype=np.float64))[None]
+    g = torch.Generator().manual_seed(int(seed))
+    events = []
+    with torch.no_grad():
+        for j, c in enumerate(_counts(n, len(experiment.names))):
+            x = sampler.sample(th, c, j, generator=g)[0]
+            events.append((x[:, None] if x.ndim == 1 else x).numpy())
+        expected = experiment.expected_counts(th)[0].numpy()
+    return {"events": events, "expected": expected}
+
+
 def toy(theta: np.ndarray, n: int | Sequence[int], seed: int, case: str | None = None,
         runcard: str | None = None) -> dict[str, Any]:  # fmt: skip
     """The 1-D toy as a black box: exact inverse-CDF events x [n_j, 1] and expected counts per dataset.
@@ -69,14 +83,7 @@ def toy(theta: np.ndarray, n: int | Sequence[int], seed: int, case: str | None =
         runcard: a YAML file whose ``physics`` section defines the problem (default: the built-in toy).
     """
     experiment = _toy_experiment(case, runcard)
-    th = torch.as_tensor(np.asarray(theta, dtype=np.float64))[None]
-    sampler = experiment.sampler()
-    g = torch.Generator().manual_seed(int(seed))
-    with torch.no_grad():
-        events = [sampler.sample(th, c, j, generator=g)[0, :, None].numpy() for j, c in
-                  enumerate(_counts(n, len(experiment.names)))]  # fmt: skip
-        expected = experiment.expected_counts(th)[0].numpy()
-    return {"events": events, "expected": expected}
+    return _events_and_counts(experiment.sampler(), experiment, theta, n, seed)
 
 
 @functools.lru_cache(maxsize=2)
@@ -103,14 +110,7 @@ def dis(theta: np.ndarray, n: int | Sequence[int], seed: int, case: str | None =
         runcard: a DIS runcard whose ``physics`` section defines the problem (default: the built-in one).
     """
     sampler = _dis_sampler(case, runcard)
-    experiment = sampler.experiment
-    th = torch.as_tensor(np.asarray(theta, dtype=np.float64))[None]
-    g = torch.Generator().manual_seed(int(seed))
-    with torch.no_grad():
-        events = [sampler.sample(th, c, j, generator=g)[0].numpy() for j, c in
-                  enumerate(_counts(n, len(experiment.names)))]  # fmt: skip
-        expected = experiment.expected_counts(th)[0].numpy()
-    return {"events": events, "expected": expected}
+    return _events_and_counts(sampler, sampler.experiment, theta, n, seed)
 
 
 def load_event_simulator(spec: str, kwargs: dict[str, Any] | None = None, field: str = "simulator") -> EventSimulator:

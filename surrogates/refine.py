@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from physics.simulators import load_event_simulator
+from surrogates import simulate
 from surrogates.base import Surrogate
 from surrogates.config import RefinementConfig
-from surrogates.simulate import exact_events, simulated_events, to_unit
+from surrogates.simulate import to_unit
 from surrogates.training import fit_surrogate
 
 __all__ = ["proposal", "refine_surrogate", "simulate_sets"]
@@ -51,17 +51,10 @@ def proposal(estimates: np.ndarray, low: np.ndarray, high: np.ndarray, n: int, w
 def simulate_sets(model: Surrogate, theta: Tensor, seed: int, progress: bool = False) -> Tensor:
     """Events of parameter sets ``theta`` [M, D] in the surrogate's coordinate t, [M, J, n] float32.
 
-    They come from where the surrogate's own training set came from: ``simulation.simulator`` of its runcard, or
-    the exact sampler of its physics section; ``simulation.events_per_param`` per set and dataset.
+    They come from where the surrogate's own training set came from (:func:`surrogates.simulate.simulate_sets`).
     """
-    config = model.config
-    s = config.simulation
-    if s.simulator is not None:
-        simulator = load_event_simulator(s.simulator, s.simulator_kwargs, "simulation.simulator")
-        x, _ = simulated_events(simulator, config.physics, theta, s.events_per_param, seed, progress)
-    else:
-        x = exact_events(config.physics, theta, s.events_per_param, seed, progress=progress)
-    return to_unit(config.physics, x).float()
+    x, _ = simulate.simulate_sets(model.config, theta, seed, progress)
+    return to_unit(model.config.physics, x).float()
 
 
 def refine_surrogate(

@@ -11,9 +11,10 @@ from tqdm.auto import tqdm
 
 from physics.config import PhysicsConfig
 from physics.datasets import Experiment
-from physics.simulators import EventSimulator, simulate
+from physics.simulators import EventSimulator, load_event_simulator, simulate
+from surrogates.config import SurrogateConfig
 
-__all__ = ["draw_prior", "exact_counts", "exact_events", "simulated_events", "to_unit"]
+__all__ = ["draw_prior", "exact_counts", "exact_events", "simulate_sets", "simulated_events", "to_unit"]
 
 
 def draw_prior(physics: PhysicsConfig, n: int, seed: int) -> Tensor:
@@ -78,6 +79,20 @@ def simulated_events(
             x[i, j] = torch.from_numpy(events[:, 0])
         expected[i] = torch.from_numpy(out.expected)
     return x, expected
+
+
+def simulate_sets(config: SurrogateConfig, theta: Tensor, seed: int, progress: bool = False) -> tuple[Tensor, Tensor]:
+    """Events [M, J, n] and expected counts [M, J] (float64) of parameter sets ``theta`` [M, D].
+
+    As a surrogate runcard's ``simulation`` section says: its black-box ``simulator`` if set, else the exact
+    sampler of its physics; ``events_per_param`` per set and dataset.
+    """
+    s = config.simulation
+    if s.simulator is not None:
+        simulator = load_event_simulator(s.simulator, s.simulator_kwargs, "simulation.simulator")
+        return simulated_events(simulator, config.physics, theta, s.events_per_param, seed, progress)
+    x = exact_events(config.physics, theta, s.events_per_param, seed, progress=progress)
+    return x, exact_counts(config.physics, theta)
 
 
 def to_unit(physics: PhysicsConfig, x: Tensor) -> Tensor:

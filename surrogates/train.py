@@ -30,7 +30,6 @@ import numpy as np
 import torch
 
 from physics.datasets import Experiment
-from physics.simulators import load_event_simulator
 from qcdgip import runtime
 from qcdgip.cli import command_parser, default_out, resolve_runcard, run_command, shortcut_values
 from qcdgip.runs import format_table, guard_run_dir, open_run_dir, write_json
@@ -39,7 +38,7 @@ from surrogates.config import SurrogateConfig
 from surrogates.counts import fit_counts
 from surrogates.io import build_surrogate
 from surrogates.quality import evaluate, plot_densities
-from surrogates.simulate import draw_prior, exact_counts, exact_events, simulated_events, to_unit
+from surrogates.simulate import draw_prior, simulate_sets, to_unit
 from surrogates.training import fit_surrogate
 
 __all__ = ["SHORTCUTS", "build_parser", "main", "train_surrogate"]
@@ -84,14 +83,8 @@ def training_set(config: SurrogateConfig, out: Path, progress: bool) -> tuple[to
                 return blob["theta"], blob["t"], blob["expected"], True
         except Exception:
             pass
-    s = config.simulation
-    theta = draw_prior(config.physics, s.n_params, s.seed)
-    if s.simulator is not None:
-        simulator = load_event_simulator(s.simulator, s.simulator_kwargs, "simulation.simulator")
-        x, expected = simulated_events(simulator, config.physics, theta, s.events_per_param, s.seed + 1, progress)
-    else:
-        x = exact_events(config.physics, theta, s.events_per_param, s.seed + 1, progress=progress)
-        expected = exact_counts(config.physics, theta)
+    theta = draw_prior(config.physics, config.simulation.n_params, config.simulation.seed)
+    x, expected = simulate_sets(config, theta, config.simulation.seed + 1, progress)
     t = to_unit(config.physics, x).float()
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"key": key, "theta": theta, "t": t, "expected": expected}, tmp)

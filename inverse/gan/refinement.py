@@ -119,8 +119,7 @@ def run_refinement(
             reference = out / "round_0" / "reference.npz"
             if reference.is_file() and not (rdir / "reference.npz").is_file():
                 shutil.copy(reference, rdir / "reference.npz")  # the same data: the same exact reference
-        simulations = trained + sum(r["refinement"]["n_params"] for r in state["rounds"][1:])
-        simulations += refine["n_params"] if refine else 0
+        simulations = state["rounds"][-1]["simulations"] + refine["n_params"] if refine else trained
         summary = run_closure(_round_config(config, model.kind, model_path), rdir, resume=True, plots=False,
                               progress=progress)  # fmt: skip
         facts = _facts(summary, simulations, refine)
