@@ -11,7 +11,7 @@ DIS_RUNCARD ?= configs/closure_dis.yaml
 ARGS ?= --resume
 NOT_SLOW := not slow and not mpi and not slurm and not gpu and not rebuild
 
-.PHONY: venv dis-operator closure-dis closure closure-detector closure-mcmc reference surrogate closure-surrogate refine vaim vaim-pdf hpo ensemble test test-slow test-rebuild lint format docs docs-serve bench threads mainjob scaling peers clean
+.PHONY: venv dis-operator closure-dis closure-dis-flow closure closure-detector closure-mcmc reference surrogate closure-surrogate refine vaim vaim-pdf hpo ensemble test test-slow test-rebuild lint format docs docs-serve bench threads mainjob scaling peers clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,20 +36,25 @@ reference: $(STAMP)  ## the statistical reference alone: Cramér–Rao table, ML
 closure-dis: $(STAMP)  ## GAN closure on inclusive DIS (x, Q^2) events: exact reference, plots, LHAPDF sets of the replicas
 	$(PY) -m inverse.gan.dis --config $(DIS_RUNCARD) --out $(DIS_OUT) $(ARGS)
 
+closure-dis-flow: $(STAMP)  ## DIS closure with a learned (x, Q^2) flow as event sampler (make surrogate KIND=dis_flow first)
+	$(PY) -m inverse.gan.dis --config $(DIS_RUNCARD) --sampler flow:runs/surrogate-dis_flow/model.pt \
+		--out runs/closure-dis-flow $(ARGS)
+
 dis-operator: $(STAMP)  ## rebuild the shipped DIS operator (eko x yadism; the first run compiles eko with numba, ~5 min)
 	$(PY) -m physics.dis.build --out physics/dis/data/operator-default.npz
 	sha256sum physics/dis/data/operator-default.npz | cut -d' ' -f1 > physics/dis/data/operator-default.sha256
 
 KIND ?= flow
-surrogate: $(STAMP)  ## train a surrogate event generator (KIND=flow|gan|vae) and judge it on held-out parameters
+surrogate: $(STAMP)  ## train a surrogate event generator (KIND=flow|gan|vae|dis_flow) and judge it on held-out parameters
 	$(PY) -m surrogates.train --config configs/surrogate_$(KIND).yaml --out runs/surrogate-$(KIND) $(ARGS)
 
 closure-surrogate: $(STAMP)  ## the closure test with the trained surrogate (make surrogate first) as event sampler
 	$(PY) -m inverse.closure --config configs/closure_gan.yaml --sampler $(KIND):runs/surrogate-$(KIND)/model.pt \
 		--out runs/closure-$(KIND) $(ARGS)
 
+REFINE_RUNCARD = $(if $(findstring dis,$(KIND)),$(DIS_RUNCARD),configs/closure_gan.yaml)
 refine: $(STAMP)  ## refine the surrogate (make surrogate first) around the closure's replicas, in rounds (resumable)
-	$(PY) -m inverse.gan.refinement --config configs/closure_gan.yaml --surrogate runs/surrogate-$(KIND)/model.pt \
+	$(PY) -m inverse.gan.refinement --config $(REFINE_RUNCARD) --surrogate runs/surrogate-$(KIND)/model.pt \
 		--out runs/refine-$(KIND) $(ARGS)
 
 PROBLEM ?= x2

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from physics.config import PhysicsConfig
+from physics.dis.config import DISConfig
 from physics.sampling import EventSampler
 from qcdgip.nn import activation as _activation
 from surrogates.config import SurrogateConfig
@@ -92,11 +93,15 @@ class ConditionedMLP(nn.Module):
         return self.out(h)
 
 
-def physics_signature(physics: PhysicsConfig) -> dict[str, Any]:
-    """The parts of the physics config a surrogate depends on (the truth and the cases do not matter)."""
+def physics_signature(physics: PhysicsConfig | DISConfig) -> dict[str, Any]:
+    """The parts of a problem's config a surrogate depends on (the truth and the cases do not matter)."""
+    common = {"parameters": [(p.name, p.low, p.high) for p in physics.parameters]}
+    if isinstance(physics, DISConfig):
+        parts = ("pdf", "theory", "grid", "kinematics", "datasets")
+        return {"problem": "dis", **common, **physics.model_dump(include=set(parts))}
     return {
         "flavors": list(physics.flavors),
-        "parameters": [(p.name, p.low, p.high) for p in physics.parameters],
+        **common,
         "observables": [o.model_dump() for o in physics.observables],
         "datasets": [d.model_dump() for d in physics.datasets],
     }
@@ -118,16 +123,18 @@ class Surrogate(EventSampler):
     def __init__(self, config: SurrogateConfig) -> None:
         super().__init__()
         self.config = config
-        physics = config.physics
-        self.dataset_names = [d.name for d in physics.datasets]
-        self.n_params = len(physics.parameters)
-        self.n_datasets = len(physics.datasets)
-        self.norm_index = [3 * f for f in range(len(physics.flavors))]  # (N, a, b) per flavour
+        problem = config.problem
+        self.dataset_names = [d.name for d in problem.datasets]
+        self.n_params = len(problem.parameters)
+        self.n_datasets = len(problem.datasets)
+        # The toy's event shapes depend on the normalisations only through their shares (N, a, b per flavour).
+        self.norm_index = [3 * f for f in range(len(problem.flavors))] if config.dis is None else []
         self.n_context = self.n_params + len(self.norm_index)
-        self.register_buffer("low", torch.tensor(physics.low))
-        self.register_buffer("high", torch.tensor(physics.high))
-        self.register_buffer("log_min", torch.tensor([d.x_min for d in physics.datasets]).log())
-        self.register_buffer("log_max", torch.tensor([d.x_max for d in physics.datasets]).log())
+        self.register_buffer("low", torch.tensor(problem.low))
+        self.register_buffer("high", torch.tensor(problem.high))
+        if config.dis is None:
+            self.register_buffer("log_min", torch.tensor([d.x_min for d in problem.datasets]).log())
+            self.register_buffer("log_max", torch.tensor([d.x_max for d in problem.datasets]).log())
         # The learned expected counts nu_j(theta) and the luminosities they were learned at.
         self.counts = CountModel(self.low, self.high, self.n_datasets, config.counts)
         self.register_buffer("luminosity", torch.ones(self.n_datasets))
@@ -139,11 +146,13 @@ class Surrogate(EventSampler):
         return self.low.dtype
 
     def context(self, theta: Tensor) -> Tensor:
-        """Network input [B, D + F]: parameters scaled to [-1, 1] over the box and normalisation shares (2 s - 1)."""
+        """Network input [B, D + F]: parameters scaled to [-1, 1] over the box and the toy's normalisation shares."""
         if theta.dim() != 2 or theta.shape[1] != self.n_params:
             raise ValueError(f"theta must have shape [B, {self.n_params}], got {tuple(theta.shape)}")
         theta = theta.to(self.dtype)
         scaled = 2.0 * (theta - self.low) / (self.high - self.low) - 1.0
+        if not self.norm_index:
+            return scaled
         norms = theta[:, self.norm_index].clamp_min(0.0)
         total = norms.sum(-1, keepdim=True)
         safe = torch.where(total > 0, total, torch.ones_like(total))
@@ -286,8 +295,12 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     return blob
 
 
-def check_physics(path: str | Path, trained: PhysicsConfig, wanted: PhysicsConfig) -> None:
-    """Raise :class:`SurrogateFileError` if the surrogate was trained for other parameters or datasets."""
+def check_physics(path: str | Path, trained: PhysicsConfig | DISConfig, wanted: PhysicsConfig | DISConfig) -> None:
+    """Raise :class:`SurrogateFileError` if the surrogate was trained for another problem, parameters or datasets."""
+    if type(trained) is not type(wanted):
+        names = {PhysicsConfig: "the toy", DISConfig: "inclusive DIS"}
+        raise SurrogateFileError(f"{path}: the surrogate was trained for {names[type(trained)]}, "
+                                 f"not {names[type(wanted)]}")  # fmt: skip
     a, b = physics_signature(trained), physics_signature(wanted)
     diff = [k for k in a if a[k] != b[k]]
     if diff:

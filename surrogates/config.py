@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from physics.config import PhysicsConfig
+from physics.dis.config import DISConfig
 from qcdgip.config import StrictModel
 from qcdgip.nn import Activation
 
@@ -48,7 +49,10 @@ class FlowConfig(StrictModel):
     """Conditional neural spline flow: a context network maps the parameters to monotone spline knots.
 
     The flow's forward direction is the conditional CDF of t = log-scaled x in the dataset's range, one to
-    ``layers`` rational-quadratic splines (Durkan et al. 2019) composed; samples invert it analytically.
+    ``layers`` rational-quadratic splines (Durkan et al. 2019) composed; samples invert it analytically. For the
+    (x, Q^2) events of a ``dis`` section, ``layers`` autoregressive spline layers over the two coordinates
+    (:mod:`surrogates.autoregressive`), whose later coordinate's knots come from a per-event network of ``width``
+    and ``depth`` too.
     """
 
     bins: int = Field(24, ge=2, le=512, description="rational-quadratic spline bins per layer")
@@ -56,6 +60,20 @@ class FlowConfig(StrictModel):
     depth: int = Field(3, ge=1, le=16, description="hidden layers of the context network")
     width: int = Field(128, ge=4, le=4096, description="hidden width of the context network")
     activation: Activation = Field("silu", description="hidden activation")
+    grid: int = Field(
+        32,
+        ge=0,
+        le=1024,
+        description="d > 1: knots of the later coordinates interpolated from this many points per earlier "
+        "coordinate, the network running once per parameter set (0: a network per event, far slower in a fit)",
+    )
+
+    @field_validator("grid")
+    @classmethod
+    def _interpolable(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("grid: one point cannot be interpolated (0: a network per event, or at least 2)")
+        return value
 
 
 class GANSurrogateConfig(StrictModel):
@@ -99,14 +117,17 @@ class RefinementConfig(StrictModel):
     """Sequential refinement (:mod:`surrogates.refine`): fine-tune on simulations around a fit's replicas, refit.
 
     Each round draws ``n_params`` parameter sets from a Gaussian with the replicas' mean and ``widen``^2 times their
-    covariance (inside the box), simulates ``simulation.events_per_param`` events per set and dataset as the
-    training set was simulated, and fine-tunes the surrogate for ``steps`` Adam steps at ``lr``.
+    covariance (inside the box), simulates ``events_per_param`` events per set and dataset as the training set was
+    simulated, and fine-tunes the surrogate for ``steps`` Adam steps at ``lr``.
     """
 
     rounds: int = Field(3, ge=0, le=100, description="refinement rounds after the first fit")
-    n_params: int = Field(2000, ge=10, description="parameter sets simulated per round")
+    n_params: int = Field(4000, ge=10, description="parameter sets simulated per round")
+    events_per_param: int | None = Field(
+        256, ge=1, description="events per set and dataset in a round (None: as many as in the training set)"
+    )
     widen: float = Field(2.0, gt=0.0, description="proposal sd over the replicas' sd")
-    steps: int = Field(1000, ge=1, description="fine-tuning steps per round")
+    steps: int = Field(2000, ge=1, description="fine-tuning steps per round")
     lr: float = Field(2e-4, gt=0.0, description="fine-tuning learning rate (Adam, cosine schedule)")
     budget: int | None = Field(
         None, ge=1, description="most parameter sets simulated over all rounds (None: rounds x n_params)"
@@ -154,6 +175,11 @@ class SurrogateConfig(StrictModel):
 
     kind: Literal["flow", "gan", "vae"] = Field("flow", description="flow | gan | vae")
     physics: PhysicsConfig = Field(default_factory=PhysicsConfig)
+    dis: DISConfig | None = Field(
+        None,
+        description="learn inclusive DIS events (x, Q^2) of these Q^2 windows instead of the toy of the physics "
+        "section (kind flow: a two-dimensional autoregressive spline flow)",
+    )
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     flow: FlowConfig = Field(default_factory=FlowConfig)
     gan: GANSurrogateConfig = Field(default_factory=GANSurrogateConfig)
@@ -162,8 +188,17 @@ class SurrogateConfig(StrictModel):
     training: SurrogateTrainingConfig = Field(default_factory=SurrogateTrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
+    @property
+    def problem(self) -> PhysicsConfig | DISConfig:
+        """The forward problem the surrogate learns: the ``dis`` section when set, else ``physics``."""
+        return self.dis if self.dis is not None else self.physics
+
     @model_validator(mode="after")
     def _check(self) -> SurrogateConfig:
+        if self.dis is not None and self.kind != "flow":
+            raise ValueError(f"kind: (x, Q^2) events of the dis section are learned by a flow only, not {self.kind!r}")
+        if self.dis is not None and self.dis.detector is not None:
+            raise ValueError("dis.detector: a surrogate learns the true (x, Q^2) events; drop the detector")
         if self.training.batch_params > self.simulation.n_params:
             raise ValueError(
                 f"training.batch_params ({self.training.batch_params}) exceeds simulation.n_params "

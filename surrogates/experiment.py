@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+from torch.func import jvp
 
 from physics.dis.experiment import ParameterBox
 from surrogates.base import Surrogate
@@ -20,16 +21,21 @@ __all__ = ["SurrogateExperiment", "surrogate_fisher"]
 
 
 def _scores(model: Surrogate, theta: Tensor, j: int, n_events: int, generator: torch.Generator) -> Tensor:
-    """Per-event scores grad_theta log q_j(x; theta) at events x ~ q_j(theta), [B, m, D]."""
-    b, d = theta.shape
+    """Per-event scores grad_theta log q_j(x; theta) at events x ~ q_j(theta), [B, m, D].
+
+    Forward-mode derivatives, one parameter direction at a time: every event keeps its parameter set's context (the
+    flow's per-set work is shared by its events), where reverse mode would need one row of theta per event.
+    """
+    theta = theta.detach()
     with torch.no_grad():
         x = model.sample(theta, n_events, j, generator=generator)
-    # One row of theta per event, so that one backward pass gives every event's own gradient.
-    rows = theta.detach()[:, None, :].expand(b, n_events, d).reshape(b * n_events, d).clone().requires_grad_(True)
-    with torch.enable_grad():
-        log_q = model.log_prob(x.reshape(b * n_events, 1), rows, j)
-        (grad,) = torch.autograd.grad(log_q.sum(), rows)
-    return grad.reshape(b, n_events, d)
+    columns = []
+    for i in range(theta.shape[1]):
+        direction = torch.zeros_like(theta)
+        direction[:, i] = 1.0
+        _, derivative = jvp(lambda th: model.log_prob(x, th, j), (theta,), (direction,))
+        columns.append(derivative)
+    return torch.stack(columns, -1)
 
 
 def surrogate_fisher(
@@ -87,14 +93,13 @@ class SurrogateExperiment:
         n_fisher_events: events per parameter set and dataset in the Fisher matrix's average.
     """
 
-    event_dim = 1
-
     def __init__(self, model: Surrogate, luminosity: Sequence[float] | None = None, n_fisher_events: int = 1024):
-        physics = model.config.physics
+        problem = model.config.problem
         self.model = model
-        self.config = physics
+        self.config = problem
+        self.event_dim = model.event_dim
         self.names = list(model.dataset_names)
-        self.theory = ParameterBox(physics.parameter_names, physics.truth, physics.low, physics.high)
+        self.theory = ParameterBox(problem.parameter_names, problem.truth, problem.low, problem.high)
         self.luminosity = None if luminosity is None else torch.tensor(list(luminosity), dtype=torch.float64)
         self.n_fisher_events = n_fisher_events
 

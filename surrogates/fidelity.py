@@ -39,7 +39,7 @@ class SurrogateLikelihood:
 
     Args:
         model: a surrogate with a density (a flow).
-        data: events per dataset (1-D arrays in dataset order, or an :class:`EventData`).
+        data: events per dataset in dataset order ([n_j] or [n_j, d] arrays, or an :class:`EventData`).
         luminosity: per dataset, the luminosities of the data (None: those the counts were learned at).
         weights: optional event weights per dataset, [n_j] (e.g. one bootstrap replica's).
         counts: expected counts theta [B, D] -> [B, J] to use instead of the learned ones (e.g. the theory's).
@@ -66,7 +66,8 @@ class SurrogateLikelihood:
             raise ValueError(f"need events for {model.n_datasets} datasets, got {len(events)}")
         self.dtype = torch.float64
         self.device = torch.device("cpu")
-        self.events = [torch.as_tensor(np.asarray(x).reshape(-1), dtype=self.dtype) for x in events]
+        shape = (-1,) if model.event_dim == 1 else (-1, model.event_dim)
+        self.events = [torch.as_tensor(np.asarray(x).reshape(shape), dtype=self.dtype) for x in events]
         self.weights = None
         if weights is not None:
             self.weights = [torch.as_tensor(w, dtype=self.dtype).reshape(-1) for w in weights]

@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from physics.config import PhysicsConfig
+from physics.dis.config import DISConfig
 from surrogates.base import Surrogate, SurrogateFileError, check_physics, read_model_file
 from surrogates.cgan import GANSurrogate
 from surrogates.config import KINDS, SurrogateConfig
+from surrogates.dis_flow import DISFlowSurrogate
 from surrogates.flow import FlowSurrogate
 from surrogates.vae import VAESurrogate
 
@@ -18,20 +20,22 @@ SURROGATES: dict[str, type[Surrogate]] = {"flow": FlowSurrogate, "gan": GANSurro
 
 
 def build_surrogate(config: SurrogateConfig) -> Surrogate:
-    """A fresh (untrained) surrogate of ``config.kind``."""
+    """A fresh (untrained) surrogate of ``config.kind`` (of (x, Q^2) events when the config has a ``dis`` section)."""
+    if config.dis is not None:
+        return DISFlowSurrogate(config)
     return SURROGATES[config.kind](config)
 
 
 def load_surrogate(
-    path: str | Path, kind: str | None = None, physics: PhysicsConfig | None = None
+    path: str | Path, kind: str | None = None, physics: PhysicsConfig | DISConfig | None = None
 ) -> tuple[Surrogate, dict[str, Any]]:
     """Load a model file written by ``python -m surrogates.train``.
 
     Args:
         path: the ``model.pt`` file.
         kind: the kind the caller expects (``flow``, ``gan``, ``vae``); None accepts any.
-        physics: the physics the caller will use it for; the file must have been trained for the same
-            parameters (names and box), observables and datasets.
+        physics: the problem the caller will use it for (the toy's physics or a DIS config); the file must have
+            been trained for the same problem, parameters (names and box), observables or theory, and datasets.
 
     Returns:
         (the surrogate in eval mode with frozen weights, the file's ``extra`` metadata).
@@ -54,7 +58,7 @@ def load_surrogate(
     if config.kind != blob["kind"]:
         raise SurrogateFileError(f"{path}: damaged: kind {blob['kind']!r} but config kind {config.kind!r}")
     if physics is not None:
-        check_physics(path, config.physics, physics)
+        check_physics(path, config.problem, physics)
     model = build_surrogate(config)
     state = dict(blob["state_dict"])
     # A file written without learned counts loads with untrained ones (the solver then uses the theory's counts).

@@ -30,7 +30,7 @@ from physics.pseudodata import EventData
 from surrogates.base import Surrogate
 from surrogates.config import EvaluationConfig
 from surrogates.fidelity import SurrogateLikelihood
-from surrogates.simulate import draw_prior, exact_events
+from surrogates.simulate import draw_prior, exact_counts, exact_events
 
 __all__ = ["counts_quality", "evaluate", "ks_2samp", "plot_densities", "surrogate_mle", "wasserstein_1d"]
 
@@ -136,7 +136,7 @@ def counts_quality(model: Surrogate, theta: Tensor) -> dict[str, Any]:
         The relative error |nu_learned / nu - 1| and the error in Poisson sd |nu_learned - nu| / sqrt(nu) (the
         precision at which the data's counts constrain the rate term), each as mean and max over sets and datasets.
     """
-    exact = Experiment(model.config.physics).expected_counts(theta.double())
+    exact = exact_counts(model.config.problem, theta.double())
     with torch.no_grad():
         learned = model.counts.double()(theta.double())
     model.counts.to(model.dtype)

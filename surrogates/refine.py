@@ -48,13 +48,20 @@ def proposal(estimates: np.ndarray, low: np.ndarray, high: np.ndarray, n: int, w
     return torch.from_numpy(low + width * unit)
 
 
-def simulate_sets(model: Surrogate, theta: Tensor, seed: int, progress: bool = False) -> Tensor:
-    """Events of parameter sets ``theta`` [M, D] in the surrogate's coordinate t, [M, J, n] float32.
+def simulate_sets(model: Surrogate, theta: Tensor, seed: int, progress: bool = False,
+                  events_per_param: int | None = None) -> Tensor:  # fmt: skip
+    """Events of parameter sets ``theta`` [M, D] in the surrogate's coordinates, [M, J, n] or [M, J, n, d] float32.
 
-    They come from where the surrogate's own training set came from (:func:`surrogates.simulate.simulate_sets`).
+    They come from where the surrogate's own training set came from (:func:`surrogates.simulate.simulate_sets`),
+    ``events_per_param`` per set and dataset (None: as many as in the training set).
     """
-    x, _ = simulate.simulate_sets(model.config, theta, seed, progress)
-    return to_unit(model.config.physics, x).float()
+    config = model.config
+    if events_per_param is not None:
+        config = config.model_copy(
+            update={"simulation": config.simulation.model_copy(update={"events_per_param": events_per_param})}
+        )
+    x, _ = simulate.simulate_sets(config, theta, seed, progress)
+    return to_unit(model.config.problem, x).float()
 
 
 def refine_surrogate(
@@ -89,7 +96,7 @@ def refine_surrogate(
     else:
         theta = proposal(estimates, model.low.double().numpy(), model.high.double().numpy(), config.n_params,
                          config.widen, seed)  # fmt: skip
-        t = simulate_sets(model, theta, seed + 1, progress)
+        t = simulate_sets(model, theta, seed + 1, progress, config.events_per_param)
         tmp = path.with_name(path.name + ".tmp")
         torch.save({"theta": theta, "t": t}, tmp)
         tmp.replace(path)

@@ -25,7 +25,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["MIN_BIN", "MIN_DERIVATIVE", "SplineKnots", "spline_cdf", "spline_inverse", "spline_knots"]
+__all__ = [
+    "MIN_BIN",
+    "MIN_DERIVATIVE",
+    "SplineBin",
+    "SplineKnots",
+    "bin_cdf",
+    "bin_inverse",
+    "spline_bin",
+    "spline_cdf",
+    "spline_inverse",
+    "spline_knots",
+]
 
 MIN_BIN = 1e-3
 MIN_DERIVATIVE = 1e-3
@@ -58,7 +69,9 @@ def spline_knots(params: Tensor, bins: int) -> SplineKnots:
     return SplineKnots(_positions(w), _positions(h), MIN_DERIVATIVE + F.softplus(d))
 
 
-class _Bin(NamedTuple):
+class SplineBin(NamedTuple):
+    """The bin of each event: its left knot, width and height on both axes, end slopes, and derived terms."""
+
     x0: Tensor
     width: Tensor
     y0: Tensor
@@ -80,7 +93,7 @@ def _check(knots: SplineKnots, values: Tensor) -> None:
         )
 
 
-def _bin_of(knots: SplineKnots, values: Tensor, axis: Tensor) -> _Bin:
+def _bin_of(knots: SplineKnots, values: Tensor, axis: Tensor) -> SplineBin:
     """Each event's bin on ``axis`` (knots.x or knots.y), [..., n] per field."""
     _check(knots, values)
     k = axis.shape[-1] - 1
@@ -91,12 +104,17 @@ def _bin_of(knots: SplineKnots, values: Tensor, axis: Tensor) -> _Bin:
     x0, x1 = knots.x.gather(-1, index), knots.x.gather(-1, following)
     y0, y1 = knots.y.gather(-1, index), knots.y.gather(-1, following)
     d0, d1 = knots.slope.gather(-1, index), knots.slope.gather(-1, following)
+    return spline_bin(x0, x1, y0, y1, d0, d1)
+
+
+def spline_bin(x0: Tensor, x1: Tensor, y0: Tensor, y1: Tensor, d0: Tensor, d1: Tensor) -> SplineBin:
+    """A bin from its two knots (x0, y0), (x1, y1) and the slopes d0, d1 there (each shaped like the events)."""
     width, height = x1 - x0, y1 - y0
     delta = height / width
-    return _Bin(x0, width, y0, height, d0, d1, delta, d0 + d1 - 2.0 * delta)
+    return SplineBin(x0, width, y0, height, d0, d1, delta, d0 + d1 - 2.0 * delta)
 
 
-def _log_slope(b: _Bin, xi: Tensor, mixed: Tensor, denominator: Tensor) -> Tensor:
+def _log_slope(b: SplineBin, xi: Tensor, mixed: Tensor, denominator: Tensor) -> Tensor:
     """The log-slope dy/dx inside a bin at the fraction xi of its width (Durkan et al., eq. 5).
 
     ``mixed`` is xi (1 - xi) and ``denominator`` the spline's delta + curvature * mixed, shared with the map itself.
@@ -115,7 +133,11 @@ def spline_cdf(knots: SplineKnots, t: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         u and log du/dt, both shaped like t.
     """
-    b = _bin_of(knots, t, knots.x)
+    return bin_cdf(_bin_of(knots, t, knots.x), t)
+
+
+def bin_cdf(b: SplineBin, t: Tensor) -> tuple[Tensor, Tensor]:
+    """The map t -> u and log du/dt of events t inside their bins b (:func:`spline_cdf` after the bin search)."""
     xi = (t - b.x0) / b.width
     mixed = xi * (1.0 - xi)
     denominator = b.delta + b.curvature * mixed
@@ -136,7 +158,11 @@ def spline_inverse(knots: SplineKnots, u: Tensor) -> tuple[Tensor, Tensor]:
     Returns:
         t and log dt/du, both shaped like u.
     """
-    b = _bin_of(knots, u, knots.y)
+    return bin_inverse(_bin_of(knots, u, knots.y), u)
+
+
+def bin_inverse(b: SplineBin, u: Tensor) -> tuple[Tensor, Tensor]:
+    """The map u -> t and log dt/du of base values u inside their bins b (:func:`spline_inverse` after the search)."""
     offset = u - b.y0
     qa = offset * b.curvature + b.height * (b.delta - b.d0)
     qb = b.height * b.d0 - offset * b.curvature

@@ -5,6 +5,7 @@ Usage::
     python -m surrogates.train --config configs/surrogate_flow.yaml --out runs/surrogate-flow
     python -m surrogates.train --config configs/surrogate_gan.yaml --out runs/surrogate-gan
     python -m surrogates.train --config configs/surrogate_vae.yaml --out runs/surrogate-vae
+    python -m surrogates.train --config configs/surrogate_dis_flow.yaml --out runs/surrogate-dis-flow
     python -m surrogates.train --config configs/surrogate_flow.yaml --out runs/surrogate-flow --resume
     python -m surrogates.train --config configs/surrogate_flow.yaml --set simulation.n_params=5000 --steps 2000
 
@@ -29,16 +30,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from physics.datasets import Experiment
 from qcdgip import runtime
 from qcdgip.cli import command_parser, default_out, resolve_runcard, run_command, shortcut_values
 from qcdgip.runs import format_table, guard_run_dir, open_run_dir, write_json
 from surrogates.base import physics_signature
 from surrogates.config import SurrogateConfig
 from surrogates.counts import fit_counts
+from surrogates.dis_quality import evaluate_dis, plot_dis_densities
 from surrogates.io import build_surrogate
 from surrogates.quality import evaluate, plot_densities
-from surrogates.simulate import draw_prior, simulate_sets, to_unit
+from surrogates.simulate import draw_prior, luminosities, simulate_sets, to_unit
 from surrogates.training import fit_surrogate
 
 __all__ = ["SHORTCUTS", "build_parser", "main", "train_surrogate"]
@@ -75,7 +76,7 @@ def training_set(config: SurrogateConfig, out: Path, progress: bool) -> tuple[to
     The events come from ``simulation.simulator`` when it is set, else from the exact sampler of the physics.
     """
     path = out / "training_set.pt"
-    key = {"simulation": config.simulation.model_dump(), "physics": physics_signature(config.physics)}
+    key = {"simulation": config.simulation.model_dump(), "physics": physics_signature(config.problem)}
     if path.is_file():
         try:
             blob = torch.load(path, map_location="cpu", weights_only=False)
@@ -83,9 +84,9 @@ def training_set(config: SurrogateConfig, out: Path, progress: bool) -> tuple[to
                 return blob["theta"], blob["t"], blob["expected"], True
         except Exception:
             pass
-    theta = draw_prior(config.physics, config.simulation.n_params, config.simulation.seed)
+    theta = draw_prior(config.problem, config.simulation.n_params, config.simulation.seed)
     x, expected = simulate_sets(config, theta, config.simulation.seed + 1, progress)
-    t = to_unit(config.physics, x).float()
+    t = to_unit(config.problem, x).float()
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"key": key, "theta": theta, "t": t, "expected": expected}, tmp)
     tmp.replace(path)
@@ -120,7 +121,7 @@ def _fit(config: SurrogateConfig, out: Path, resume: bool, progress: bool, log: 
     t_counts = time.perf_counter()
     m = config.counts.n_params
     counts = fit_counts(module.model.counts, theta[:m], expected[:m], config.counts)
-    module.model.luminosity.copy_(torch.tensor([d.luminosity for d in Experiment(config.physics).datasets]))
+    module.model.luminosity.copy_(torch.tensor(luminosities(config.problem)))
     seconds["counts"] = time.perf_counter() - t_counts
     log.info("counts learned in %.1f s: %s", seconds["counts"], counts)
     facts = {"n_params": int(t.shape[0]), "events_per_param": int(t.shape[2]), "reused": reused, "counts": counts}
@@ -158,7 +159,8 @@ def train_surrogate(
     model.save(out / "model.pt", {"trained_steps": steps})
     log.info("trained %d steps in %.1f s; model written", steps, seconds["fit"])
     t_eval = time.perf_counter()
-    quality, arrays = evaluate(model, config.evaluation, progress)
+    judge = evaluate_dis if config.dis is not None else evaluate
+    quality, arrays = judge(model, config.evaluation, progress)
     summary: dict[str, Any] = {
         **provenance,
         "kind": config.kind,
@@ -173,7 +175,8 @@ def train_surrogate(
         summary["targets_met"] = _targets(config, quality)
     model.save(out / "model.pt", {"trained_steps": steps, "quality": quality})
     if plots:
-        plot_densities(model, arrays, out / "densities.png", config.evaluation.plot_params)
+        plot = plot_dis_densities if config.dis is not None else plot_densities
+        plot(model, arrays, out / "densities.png", config.evaluation.plot_params)
         plot_training(history[:steps], config.kind, out / "training.png")
     summary["runtime"] = runtime.policy_summary()
     summary["timing_s"] = {**seconds, "evaluation": time.perf_counter() - t_eval, "total": time.perf_counter() - start}
@@ -199,6 +202,9 @@ def _table(s: dict[str, Any]) -> str:
     table = format_table(["sampler", "KS mean", "KS max", "W1 mean", "W1 max"], rows)
     if "log_prob_abs_error" in q:
         table += f"\n|log q - log p| at exact events: mean {q['log_prob_abs_error']['mean']:.4f}"
+    if "kl_nats_per_event" in q:
+        kl = q["kl_nats_per_event"]
+        table += f"\nKL(exact || flow) per event: mean {kl['mean']:.2e} max {kl['max']:.2e} nats"
     if "counts" in q:
         c = q["counts"]
         table += (f"\nlearned counts: relative error mean {c['relative_error']['mean']:.2e} max "
@@ -216,7 +222,11 @@ def _report(s: dict[str, Any], plots: bool) -> str:
         f"{s['training_set']['events_per_param']} exact events per dataset in {s['timing_s']['fit']:.0f} s.",
         "",
         f"Held-out: {q['n_params']} parameter sets from the prior, {q['n_samples']} samples each per dataset "
-        "(two-sample KS and 1-D Wasserstein distance in x against exact samples).",
+        + (
+            "(KS: the larger of the x and Q^2 marginals; W1: marginals in the window's unit square)."
+            if "kl_nats_per_event" in q
+            else "(two-sample KS and 1-D Wasserstein distance in x against exact samples)."
+        ),
         "",
         "```",
         _table(s),

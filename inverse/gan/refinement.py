@@ -7,6 +7,10 @@ and runs the closure again with it. The rounds stop when the replicas' mean move
 the simulation budget is spent, or after ``refinement.rounds``. Each round is a closure run directory
 (``round_<k>/``: its summary, report, the surrogate ``model.pt`` it used, the simulations and checkpoints of its
 fine-tuning); ``rounds.json`` records the finished steps, so a killed run resumes with ``--resume``.
+
+The closure is the toy's (:func:`inverse.gan.run.run_closure`, a ``python -m inverse.closure`` runcard) or, for a
+surrogate trained on a ``dis`` section, the DIS closure (:func:`inverse.gan.dis.run.run_dis_closure`, a
+``python -m inverse.gan.dis`` runcard); the surrogate's file says which.
 """
 
 from __future__ import annotations
@@ -20,12 +24,14 @@ from typing import Any
 import numpy as np
 
 from inverse.gan.config import ClosureConfig
+from inverse.gan.dis.config import DISClosureConfig
+from inverse.gan.dis.run import run_dis_closure
 from inverse.gan.run import run_closure
 from qcdgip import runtime
 from qcdgip.cli import command_parser, resolve_runcard, run_command
 from qcdgip.config import load_yaml, parse_config
 from qcdgip.runs import write_json
-from surrogates.base import SurrogateFileError
+from surrogates.base import SurrogateFileError, read_model_file
 from surrogates.config import RefinementConfig
 from surrogates.io import load_surrogate
 from surrogates.refine import refine_surrogate
@@ -33,7 +39,10 @@ from surrogates.refine import refine_surrogate
 __all__ = ["build_parser", "main", "run_refinement"]
 
 
-def _round_config(config: ClosureConfig, kind: str, path: Path) -> ClosureConfig:
+Closure = ClosureConfig | DISClosureConfig
+
+
+def _round_config(config: Closure, kind: str, path: Path) -> Closure:
     sampler = config.gan.sampler.model_copy(update={"kind": kind, "path": str(path)})
     return config.model_copy(update={"gan": config.gan.model_copy(update={"sampler": sampler})})
 
@@ -75,8 +84,16 @@ def _stop_reason(rounds: list[dict[str, Any]], refinement: RefinementConfig, bud
     return None
 
 
+def _closure(config: Closure, out: Path, progress: bool) -> dict[str, Any]:
+    """Run (or resume) one round's closure; the summary with the replicas under ``replica_estimates``."""
+    if isinstance(config, DISClosureConfig):
+        summary = run_dis_closure(config, out, resume=True, plots=False, progress=progress)
+        return {**summary, "replica_estimates": summary["estimates"]}
+    return run_closure(config, out, resume=True, plots=False, progress=progress)
+
+
 def run_refinement(
-    config: ClosureConfig,
+    config: Closure,
     surrogate: Path,
     refinement: RefinementConfig,
     out: Path,
@@ -120,8 +137,7 @@ def run_refinement(
             if reference.is_file() and not (rdir / "reference.npz").is_file():
                 shutil.copy(reference, rdir / "reference.npz")  # the same data: the same exact reference
         simulations = state["rounds"][-1]["simulations"] + refine["n_params"] if refine else trained
-        summary = run_closure(_round_config(config, model.kind, model_path), rdir, resume=True, plots=False,
-                              progress=progress)  # fmt: skip
+        summary = _closure(_round_config(config, model.kind, model_path), rdir, progress)
         facts = _facts(summary, simulations, refine)
         facts.update(model=str(model_path), replica_estimates=np.asarray(summary["replica_estimates"]).tolist())
         state["rounds"].append(facts)
@@ -141,12 +157,16 @@ def run_refinement(
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's options: a closure runcard (``--config``, ``--set``) and the refinement's own settings."""
-    p = command_parser("python -m inverse.gan.refinement", "Refine a surrogate around a closure's replicas, in rounds.")
+    p = command_parser(
+        "python -m inverse.gan.refinement",
+        "Refine a surrogate around a closure's replicas, in rounds "
+        "(a DIS closure runcard for a surrogate of (x, Q^2) events).",
+    )
     p.add_argument("--surrogate", required=True, help="the surrogate model.pt of round 0 (python -m surrogates.train)")
     defaults = RefinementConfig()
-    for name in ("rounds", "n_params", "widen", "steps", "lr", "budget", "tolerance", "seed"):
+    for name in ("rounds", "n_params", "events_per_param", "widen", "steps", "lr", "budget", "tolerance", "seed"):
         field = RefinementConfig.model_fields[name]
-        kind = float if isinstance(getattr(defaults, name), float) else int
+        kind = float if isinstance(getattr(defaults, name), float) else int  # None defaults are counts
         help_text = f"{field.description} (default {getattr(defaults, name)})"
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, help=help_text)
     return p
@@ -167,7 +187,11 @@ def main(argv: list[str] | None = None) -> int:
                     shutil.rmtree(path)
                 else:
                     path.unlink(missing_ok=True)
-        config = resolve_runcard(ClosureConfig, args)
+        try:
+            dis = read_model_file(args.surrogate)["config"].get("dis") is not None
+        except SurrogateFileError as err:
+            raise ValueError(f"--surrogate: {err}") from None
+        config = resolve_runcard(DISClosureConfig if dis else ClosureConfig, args)
         given = {k: getattr(args, k) for k in RefinementConfig.model_fields if getattr(args, k, None) is not None}
         refinement = parse_config(RefinementConfig, given, "command line")
         runtime.configure_threads(config.gan.training.threads or None)

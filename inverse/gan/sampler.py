@@ -29,19 +29,16 @@ __all__ = ["Generated", "build_sampler", "learned_experiment"]
 def build_sampler(config: SamplerConfig, experiment: Experiment | DISExperiment) -> EventSampler:
     """The event sampler named by ``gan.sampler`` (exact, MCMC or a saved surrogate), behind the detector if any.
 
-    DIS experiments take ``exact`` (:class:`physics.dis.sampling.DISSampler`) or ``mcmc``
-    (:class:`physics.dis.mcmc.DISMCMCSampler`); with a detector, its events pass
-    :class:`physics.dis.folded.FoldedDISSampler`.
+    DIS experiments take ``exact`` (:class:`physics.dis.sampling.DISSampler`), ``mcmc``
+    (:class:`physics.dis.mcmc.DISMCMCSampler`) or a DIS ``flow`` (:class:`surrogates.dis_flow.DISFlowSurrogate`);
+    with a detector, exact or MCMC events pass :class:`physics.dis.folded.FoldedDISSampler`.
 
     Raises:
         SurrogateFileError: the surrogate file is missing, damaged, of another kind, or for other physics.
-        ValueError: a DIS experiment with a surrogate sampler.
+        ValueError: a DIS experiment with a cGAN or VAE surrogate, or a flow behind a detector.
     """
     if isinstance(experiment, DISExperiment):
-        if config.kind not in ("exact", "mcmc"):
-            raise ValueError(f"gan.sampler.kind: DIS events come from 'exact' or 'mcmc', not {config.kind!r}")
-        true = DISSampler(experiment) if config.kind == "exact" else DISMCMCSampler(experiment, config.mcmc)
-        return true if experiment.detector is None else FoldedDISSampler(true, experiment)
+        return _dis_sampler(config, experiment)
     if config.kind == "exact":
         inner: EventSampler = experiment.sampler()
     elif config.kind == "mcmc":
@@ -52,6 +49,21 @@ def build_sampler(config: SamplerConfig, experiment: Experiment | DISExperiment)
         except SurrogateFileError as err:
             raise SurrogateFileError(f"gan.sampler.path: {err}") from None
     return experiment.observed_sampler(inner)
+
+
+def _dis_sampler(config: SamplerConfig, experiment: DISExperiment) -> EventSampler:
+    if config.kind == "flow":
+        if experiment.detector is not None:
+            raise ValueError("gan.sampler.kind: a DIS flow learns true events; with physics.detector use exact or mcmc")
+        try:
+            flow, _ = load_surrogate(config.path, kind="flow", physics=experiment.config)
+        except SurrogateFileError as err:
+            raise SurrogateFileError(f"gan.sampler.path: {err}") from None
+        return flow
+    if config.kind not in ("exact", "mcmc"):
+        raise ValueError(f"gan.sampler.kind: DIS events come from 'exact', 'mcmc' or 'flow', not {config.kind!r}")
+    true = DISSampler(experiment) if config.kind == "exact" else DISMCMCSampler(experiment, config.mcmc)
+    return true if experiment.detector is None else FoldedDISSampler(true, experiment)
 
 
 def learned_experiment(sampler: EventSampler, experiment: Any) -> Any:
@@ -66,8 +78,11 @@ def learned_experiment(sampler: EventSampler, experiment: Any) -> Any:
         return experiment
     if not (sampler.has_log_prob and sampler.has_counts):
         return experiment
-    datasets = getattr(experiment, "datasets", None)
-    luminosity = [d.luminosity for d in datasets] if datasets is not None else None
+    if isinstance(experiment, DISExperiment):
+        luminosity = [experiment.luminosity] * len(experiment.names)
+    else:
+        datasets = getattr(experiment, "datasets", None)
+        luminosity = [d.luminosity for d in datasets] if datasets is not None else None
     return SurrogateExperiment(sampler, luminosity)
 
 

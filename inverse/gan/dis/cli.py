@@ -6,6 +6,7 @@ Usage::
     python -m inverse.gan.dis --config configs/closure_dis.yaml --truth -0.3,3.0,0.1,-1.1,-0.8
     python -m inverse.gan.dis --config configs/closure_dis.yaml --set physics.case=A --set gan.training.replicas=50
     python -m inverse.gan.dis --config configs/closure_dis_detector.yaml   # reconstructed events (a detector)
+    python -m inverse.gan.dis --sampler flow:runs/surrogate-dis_flow/model.pt --out runs/closure-dis-flow
 
 What a run does and writes: :mod:`inverse.gan.dis.run`.
 """
@@ -50,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--detector", choices=("on", "off"), help="on: events pass the runcard's detector (or the defaults); off: none"
     )
+    p.add_argument(
+        "--sampler",
+        metavar="KIND[:PATH]",
+        help="event sampler: exact, mcmc, or flow:PATH to a DIS flow's model.pt (gan.sampler)",
+    )
     return p
 
 
@@ -63,6 +69,9 @@ def resolve_config(args: argparse.Namespace) -> DISClosureConfig:
     if args.truth is not None:
         plain = resolve_runcard(DISClosureConfig, argparse.Namespace(config=args.config, set=[]))
         shortcuts.update(truth_values(args.truth, plain.physics.parameter_names))
+    if args.sampler is not None:
+        kind, _, path = args.sampler.partition(":")
+        shortcuts["gan.sampler.kind"], shortcuts["gan.sampler.path"] = kind, path or None
     return resolve_runcard(DISClosureConfig, args, shortcuts)
 
 
