@@ -24,22 +24,10 @@ from torch import Tensor
 from physics.dis.sampling import DISSampler
 from surrogates.config import EvaluationConfig
 from surrogates.dis_flow import DISFlowSurrogate
-from surrogates.quality import _stats, counts_quality, ks_2samp, wasserstein_1d
+from surrogates.quality import counts_quality, ks_2samp, stats, surrogate_events, wasserstein_1d
 from surrogates.simulate import dis_experiment, draw_prior, exact_events, to_unit
 
 __all__ = ["evaluate_dis", "plot_dis_densities"]
-
-
-@torch.no_grad()
-def _flow_events(model: DISFlowSurrogate, theta: Tensor, n: int, seed: int, chunk: int = 10) -> Tensor:
-    """Flow events [M, J, n, 2] (float64), parameter sets in chunks."""
-    g = torch.Generator(device=model.low.device).manual_seed(seed)
-    out = torch.empty(theta.shape[0], model.n_datasets, n, 2, dtype=torch.float64)
-    for a in range(0, theta.shape[0], chunk):
-        th = theta[a : a + chunk].to(device=model.low.device, dtype=model.dtype)
-        for j in range(model.n_datasets):
-            out[a : a + chunk, j] = model.sample(th, n, j, generator=g).double().cpu()
-    return out
 
 
 def _marginals(a: Tensor, b: Tensor, unit_a: Tensor, unit_b: Tensor) -> tuple[Tensor, Tensor]:
@@ -63,7 +51,7 @@ def evaluate_dis(
     n = config.n_samples
     exact = exact_events(dis, theta, n, config.seed + 1, chunk=10, progress=progress)
     floor = exact_events(dis, theta, n, config.seed + 2, chunk=10, progress=progress)
-    flow = _flow_events(model, theta, n, config.seed + 3)
+    flow = surrogate_events(model, theta, n, config.seed + 3)
     unit = {k: to_unit(dis, v) for k, v in (("exact", exact), ("floor", floor), ("flow", flow))}
     ks, w1 = _marginals(flow, exact, unit["flow"], unit["exact"])
     floor_ks, floor_w1 = _marginals(floor, exact, unit["floor"], unit["exact"])
@@ -83,12 +71,12 @@ def evaluate_dis(
     error_all = torch.cat(error)
     quality: dict[str, Any] = {
         "n_params": config.n_params, "n_samples": n, "datasets": list(model.dataset_names),
-        "ks": _stats(ks), "wasserstein": _stats(w1),
-        "noise_floor": {"ks": _stats(floor_ks), "wasserstein": _stats(floor_w1)},
-        "wrong_theta_reference": {"ks": _stats(other_ks), "wasserstein": _stats(other_w1)},
+        "ks": stats(ks), "wasserstein": stats(w1),
+        "noise_floor": {"ks": stats(floor_ks), "wasserstein": stats(floor_w1)},
+        "wrong_theta_reference": {"ks": stats(other_ks), "wasserstein": stats(other_w1)},
         "worst": {"theta": theta[int(ks.argmax()) // ks.shape[1]].tolist(),
                   "dataset": model.dataset_names[int(ks.argmax()) % ks.shape[1]]},
-        "kl_nats_per_event": _stats(kl),
+        "kl_nats_per_event": stats(kl),
         "log_prob_abs_error": {"mean": float(error_all.mean()), "p99": float(error_all.quantile(0.99))},
     }  # fmt: skip
     if model.has_counts:

@@ -32,7 +32,16 @@ from surrogates.config import EvaluationConfig
 from surrogates.fidelity import SurrogateLikelihood
 from surrogates.simulate import draw_prior, exact_counts, exact_events
 
-__all__ = ["counts_quality", "evaluate", "ks_2samp", "plot_densities", "surrogate_mle", "wasserstein_1d"]
+__all__ = [
+    "counts_quality",
+    "evaluate",
+    "ks_2samp",
+    "plot_densities",
+    "stats",
+    "surrogate_events",
+    "surrogate_mle",
+    "wasserstein_1d",
+]
 
 
 def ks_2samp(a: Tensor, b: Tensor) -> Tensor:
@@ -53,9 +62,10 @@ def wasserstein_1d(a: Tensor, b: Tensor) -> Tensor:
 
 @torch.no_grad()
 def surrogate_events(model: Surrogate, theta: Tensor, n: int, seed: int, chunk: int = 10) -> Tensor:
-    """Surrogate events [M, J, n] (float64), parameter sets in chunks to bound memory."""
+    """Surrogate events [M, J, n] (d = 1) or [M, J, n, d] (float64), parameter sets in chunks to bound memory."""
     g = torch.Generator(device=model.low.device).manual_seed(seed)
-    out = torch.empty(theta.shape[0], model.n_datasets, n, dtype=torch.float64)
+    event = (model.event_dim,) if model.event_dim > 1 else ()
+    out = torch.empty(theta.shape[0], model.n_datasets, n, *event, dtype=torch.float64)
     for a in range(0, theta.shape[0], chunk):
         th = theta[a : a + chunk].to(device=model.low.device, dtype=model.dtype)
         for j in range(model.n_datasets):
@@ -63,7 +73,8 @@ def surrogate_events(model: Surrogate, theta: Tensor, n: int, seed: int, chunk: 
     return out
 
 
-def _stats(values: Tensor) -> dict[str, Any]:
+def stats(values: Tensor) -> dict[str, Any]:
+    """Mean, max, median and the mean per dataset of values [M, J]."""
     return {
         "mean": float(values.mean()),
         "max": float(values.max()),
@@ -99,12 +110,12 @@ def evaluate(
         "n_params": config.n_params,
         "n_samples": n,
         "datasets": list(model.dataset_names),
-        "ks": _stats(ks),
-        "wasserstein": _stats(w1),
-        "noise_floor": {"ks": _stats(ks_2samp(floor, exact)), "wasserstein": _stats(wasserstein_1d(floor, exact))},
+        "ks": stats(ks),
+        "wasserstein": stats(w1),
+        "noise_floor": {"ks": stats(ks_2samp(floor, exact)), "wasserstein": stats(wasserstein_1d(floor, exact))},
         "wrong_theta_reference": {
-            "ks": _stats(ks_2samp(other, exact)),
-            "wasserstein": _stats(wasserstein_1d(other, exact)),
+            "ks": stats(ks_2samp(other, exact)),
+            "wasserstein": stats(wasserstein_1d(other, exact)),
         },
         "worst": {
             "theta": theta[int(ks.argmax()) // ks.shape[1]].tolist(),
@@ -142,7 +153,7 @@ def counts_quality(model: Surrogate, theta: Tensor) -> dict[str, Any]:
     model.counts.to(model.dtype)
     rel = (learned / exact - 1.0).abs()
     pull = (learned - exact).abs() / exact.sqrt()
-    return {"relative_error": _stats(rel), "poisson_sd": _stats(pull)}
+    return {"relative_error": stats(rel), "poisson_sd": stats(pull)}
 
 
 def plot_densities(

@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = RefinementConfig()
     for name in ("rounds", "n_params", "events_per_param", "widen", "steps", "lr", "budget", "tolerance", "seed"):
         field = RefinementConfig.model_fields[name]
-        kind = float if isinstance(getattr(defaults, name), float) else int  # None defaults are counts
+        kind = float if isinstance(getattr(defaults, name), float) else int
         help_text = f"{field.description} (default {getattr(defaults, name)})"
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, help=help_text)
     return p
