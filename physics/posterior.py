@@ -39,18 +39,29 @@ import torch
 
 from physics.chains import PosteriorResult, capped_covariance, run_chains
 from physics.config import PosteriorConfig
+from physics.datasets import Experiment
 from physics.likelihood import ExtendedLikelihood, MLEResult, fisher_information, fit_mle, observed_information
 from physics.quadrature import integrate_terms, logit_rule
 from physics.theory import Terms
 
-__all__ = ["PosteriorResult", "laplace_approximation", "sample_posterior"]
+__all__ = ["NormCoordinates", "PosteriorResult", "laplace_approximation", "sample_posterior"]
 
 
-class _Coordinates:
-    """Map between theta and the sampling coordinates phi (``"norm"``: log-integral per flavour; or identity)."""
+class NormCoordinates:
+    """Map between theta and sampling coordinates phi: ``"norm"`` (log-integral per flavour) or ``"theta"``.
 
-    def __init__(self, likelihood: ExtendedLikelihood, kind: str) -> None:
-        experiment = likelihood.experiment
+    With ``"norm"``, phi = (log M_f, a_f, b_f) per flavour, M_f = N_f int x^a_f (1-x)^b_f dx over the datasets'
+    x range; the uniform prior on theta has the density prod_f N_f in phi. Both directions run in torch, so
+    gradient samplers (``inverse.gan.posterior``) differentiate through them.
+
+    Args:
+        experiment: the toy experiment (flavours of (N, a, b) and the datasets' x range).
+        kind: ``"norm"`` or ``"theta"`` (phi = theta).
+    """
+
+    def __init__(self, experiment: Experiment, kind: str) -> None:
+        if kind not in ("norm", "theta"):
+            raise ValueError(f"coordinates: 'norm' or 'theta', got {kind!r}")
         self.kind = kind
         self.n_flavors = len(experiment.theory.flavors)
         x_min = min(d.spec.x_min for d in experiment.datasets)
@@ -69,25 +80,32 @@ class _Coordinates:
         return torch.log(integrate_terms(terms, self.rule)).reshape(per_flavor.shape[:-1])
 
     def to_phi_torch(self, theta: torch.Tensor) -> torch.Tensor:
+        """The coordinates phi of theta [..., D] (differentiable)."""
         if self.kind == "theta":
             return theta
         per = theta.reshape(-1, self.n_flavors, 3)
         log_m = torch.log(per[..., 0]) + self._log_shape_integral(per)
         return torch.stack([log_m, per[..., 1], per[..., 2]], dim=-1).reshape(theta.shape)
 
+    def to_theta_torch(self, phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The parameters theta [..., D] and log |d theta / d phi| [...] (= sum_f log N_f) of phi (differentiable)."""
+        if self.kind == "theta":
+            return phi, phi.new_zeros(phi.shape[:-1])
+        per = phi.reshape(-1, self.n_flavors, 3)
+        log_n = per[..., 0] - self._log_shape_integral(per)
+        theta = torch.stack([torch.exp(log_n), per[..., 1], per[..., 2]], dim=-1)
+        return theta.reshape(phi.shape), log_n.sum(-1).reshape(phi.shape[:-1])
+
     def to_phi(self, theta: np.ndarray) -> np.ndarray:
+        """The coordinates phi of theta (numpy, float64)."""
         with torch.no_grad():
             return self.to_phi_torch(torch.as_tensor(theta, dtype=torch.float64)).numpy()
 
     def to_theta(self, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return theta and log |d theta / d phi| (= sum_f log N_f) for each row of phi."""
-        if self.kind == "theta":
-            return phi, np.zeros(phi.shape[:-1])
+        """The parameters theta and log |d theta / d phi| for each row of phi (numpy, float64)."""
         with torch.no_grad():
-            per = torch.as_tensor(phi, dtype=torch.float64).reshape(-1, self.n_flavors, 3)
-            log_n = per[..., 0] - self._log_shape_integral(per)
-            theta = torch.stack([torch.exp(log_n), per[..., 1], per[..., 2]], dim=-1)
-        return theta.reshape(phi.shape).numpy(), log_n.sum(-1).reshape(phi.shape[:-1]).numpy()
+            theta, log_jac = self.to_theta_torch(torch.as_tensor(phi, dtype=torch.float64))
+        return theta.numpy(), log_jac.numpy()
 
     def jacobian(self, theta: np.ndarray) -> np.ndarray:
         """Jacobian d phi / d theta at one point, [D, D]."""
@@ -172,7 +190,7 @@ def sample_posterior(
             return likelihood(torch.as_tensor(theta, dtype=likelihood.dtype)).cpu().numpy()
 
     bounds = (np.asarray(theory.low), np.asarray(theory.high))
-    coords = _Coordinates(likelihood, cfg.coordinates)
+    coords = NormCoordinates(likelihood.experiment, cfg.coordinates)
     result = run_chains(log_likelihood, bounds, theory.parameter_names, centre, cov_theta, cfg, coords, progress)
     result.info["coordinates"] = cfg.coordinates
     return result

@@ -118,7 +118,8 @@ class RefinementConfig(StrictModel):
 
     Each round draws ``n_params`` parameter sets from a Gaussian with the replicas' mean and ``widen``^2 times their
     covariance (inside the box), simulates ``events_per_param`` events per set and dataset as the training set was
-    simulated, and fine-tunes the surrogate for ``steps`` Adam steps at ``lr``.
+    simulated, and fine-tunes the surrogate for ``steps`` Adam steps at ``lr`` (with ``accumulate``, on this
+    round's and the earlier rounds' simulations together).
     """
 
     rounds: int = Field(3, ge=0, le=100, description="refinement rounds after the first fit")
@@ -128,12 +129,13 @@ class RefinementConfig(StrictModel):
     )
     widen: float = Field(2.0, gt=0.0, description="proposal sd over the replicas' sd")
     steps: int = Field(2000, ge=1, description="fine-tuning steps per round")
+    accumulate: bool = Field(True, description="fine-tune on every round's simulations so far, not only this round's")
     lr: float = Field(2e-4, gt=0.0, description="fine-tuning learning rate (Adam, cosine schedule)")
     budget: int | None = Field(
         None, ge=1, description="most parameter sets simulated over all rounds (None: rounds x n_params)"
     )
     tolerance: float = Field(
-        0.1, gt=0.0, description="stop when the replicas' mean moves less than this, in replica sd, between rounds"
+        0.05, gt=0.0, description="stop when the replicas' mean moves less than this, in replica sd, between rounds"
     )
     seed: int = Field(0, ge=0, description="seeds the proposals and their simulations")
 

@@ -64,6 +64,17 @@ def simulate_sets(model: Surrogate, theta: Tensor, seed: int, progress: bool = F
     return to_unit(model.config.problem, x).float()
 
 
+def _earlier(theta: Tensor, t: Tensor, earlier: list[Path]) -> tuple[Tensor, Tensor]:
+    """This round's sets joined with the earlier rounds' (events per set cut to the fewest any round has)."""
+    blobs = [torch.load(p, map_location="cpu", weights_only=True) for p in earlier if Path(p).is_file()]
+    if not blobs:
+        return theta, t
+    n = min([t.shape[2]] + [b["t"].shape[2] for b in blobs])
+    thetas = [theta] + [b["theta"].to(theta.dtype) for b in blobs]
+    events = [t[:, :, :n]] + [b["t"][:, :, :n].to(t.dtype) for b in blobs]
+    return torch.cat(thetas), torch.cat(events)
+
+
 def refine_surrogate(
     model: Surrogate,
     estimates: np.ndarray,
@@ -71,8 +82,13 @@ def refine_surrogate(
     round_index: int,
     directory: str | Path,
     progress: bool = False,
+    earlier: list[Path] | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` (in place) on simulations around ``estimates`` [R, D]; resumable in ``directory``.
+
+    With ``config.accumulate`` the fine-tuning also sees the earlier rounds' simulations (``earlier``: their
+    ``simulations.pt`` files), as sequential neural likelihood trains on every round's simulations: the
+    surrogate then settles in the posterior region instead of following each round's simulation noise.
 
     Args:
         model: the surrogate (trained in place; its runcard's training settings are kept in its file).
@@ -81,6 +97,7 @@ def refine_surrogate(
         round_index: the round (seeds its proposal and simulations).
         directory: holds ``simulations.pt`` and the fine-tuning's checkpoints (reused on a second call).
         progress: progress bars.
+        earlier: the earlier rounds' ``simulations.pt`` (used when ``config.accumulate``).
 
     Returns:
         Facts of the round: parameter sets and events simulated, seconds simulating and fine-tuning.
@@ -107,8 +124,9 @@ def refine_surrogate(
     model.requires_grad_(True)
     model.train()
     start = time.perf_counter()
+    train_theta, train_t = _earlier(theta, t, list(earlier or [])) if config.accumulate else (theta, t)
     try:
-        fit_surrogate(model, theta, t, directory, resume=True, progress=progress)
+        fit_surrogate(model, train_theta, train_t, directory, resume=True, progress=progress)
     finally:
         model.config = original
         model.requires_grad_(False)
@@ -116,6 +134,7 @@ def refine_surrogate(
     return {
         "n_params": int(theta.shape[0]),
         "events": int(t.shape[0] * t.shape[1] * t.shape[2]),
+        "trained_on_sets": int(train_theta.shape[0]),
         "simulation_s": simulated,
         "fine_tune_s": time.perf_counter() - start,
     }

@@ -19,7 +19,7 @@ from inverse.gan.refinement import main
 from physics.config import PhysicsConfig
 from surrogates.config import SurrogateConfig
 from surrogates.io import load_surrogate
-from surrogates.refine import proposal, simulate_sets
+from surrogates.refine import _earlier, proposal, simulate_sets
 from surrogates.train import train_surrogate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +57,14 @@ def small_flow(tmp_path_factory) -> Path:
     )
     train_surrogate(config, out, plots=False, progress=False)
     return out / "model.pt"
+
+
+def test_earlier_rounds_join_with_the_fewest_events_per_set(tmp_path):
+    old = tmp_path / "simulations.pt"
+    torch.save({"theta": torch.ones(3, 6), "t": torch.zeros(3, 4, 5)}, old)
+    theta, t = _earlier(torch.zeros(2, 6, dtype=torch.float64), torch.ones(2, 4, 8), [old, tmp_path / "missing.pt"])
+    assert theta.shape == (5, 6) and theta.dtype == torch.float64 and t.shape == (5, 4, 5)
+    assert float(t[:2].min()) == 1.0 and float(t[2:].max()) == 0.0
 
 
 def test_refinement_simulates_where_the_training_set_came_from(small_flow):
@@ -97,6 +105,8 @@ def test_refinement_rounds_resume_after_a_kill_and_end_where_an_unbroken_run_end
     assert len(rounds) == 3 and summary["stop"] == "2 refinement rounds done"
     assert [r["simulations"] for r in rounds] == [300, 340, 380]
     assert rounds[1]["refinement"]["n_params"] == 40 and (whole / "round_2" / "model.pt").is_file()
+    # Each round fine-tunes on every round's simulations so far (sequential neural likelihood's accumulation).
+    assert [r["refinement"]["trained_on_sets"] for r in rounds[1:]] == [40, 80]
 
     broken = tmp_path / "broken"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -41,6 +41,7 @@ SHORTCUTS = {
     "devices": "gan.training.devices",
     "num_nodes": "gan.training.num_nodes",
     "coverage": "report.coverage",
+    "calibration": "report.calibration",
     "threads": "gan.training.threads",
 }
 """Shortcut options and the runcard fields they set."""
@@ -72,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--coverage", type=int, metavar="K", help="also refit K pseudo-data sets at the truth: report.coverage"
+    )
+    p.add_argument(
+        "--calibration",
+        type=int,
+        metavar="K",
+        help="also fit K pseudo-data sets with truths from the prior (SBC, TARP): report.calibration",
     )
     return p
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from inverse.gan.posterior.config import PosteriorModeConfig
 from physics.config import DataConfig, MCMCConfig, PhysicsConfig, PosteriorConfig, lift_detector
 from qcdgip.config import StrictModel
 from qcdgip.nn import Activation
@@ -290,6 +291,7 @@ class GANConfig(StrictModel):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     sampler: SamplerConfig = Field(default_factory=SamplerConfig)
+    posterior: PosteriorModeConfig = Field(default_factory=PosteriorModeConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -325,6 +327,13 @@ class GANConfig(StrictModel):
             raise ValueError(
                 "optimizer_g.name: natural (the default) needs generator.kind: point (a Fisher step per replica); "
                 "for an mlp generator set optimizer_g: {name: adam}"
+            )
+        if self.posterior.mode == "langevin" and self.generator.kind != "point":
+            raise ValueError("posterior.mode: langevin moves one parameter set per chain: needs generator.kind: point")
+        if self.posterior.mode == "langevin" and self.posterior.chains > self.training.replicas:
+            raise ValueError(
+                f"posterior.chains ({self.posterior.chains}) must not exceed training.replicas "
+                f"({self.training.replicas}): each chain starts at a replica"
             )
         if self.training.uniforms == "sobol" and self.sampler.kind == "mcmc":
             raise ValueError(
@@ -382,6 +391,13 @@ class ReportConfig(StrictModel):
     )
     coverage: int = Field(
         0, ge=0, le=10_000, description="refit this many pseudo-data sets at the same truth for interval coverage"
+    )
+    calibration: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="fit this many pseudo-data sets with truths drawn from the prior: SBC ranks, TARP, coverage of the "
+        "replicas and (posterior.mode langevin) of the posterior draws",
     )
     targets: TargetsConfig = Field(default_factory=TargetsConfig)
 

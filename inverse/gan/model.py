@@ -297,10 +297,24 @@ class InverseGAN(StepBatches, nn.Module):
         Returns:
             (losses [r], parameters used [r, B, D] (detached), generated events per dataset (detached)).
         """
-        loss_cfg = self.config.loss
-        k = self.config.discriminator.set_size
         noise, uniforms = self._draw(replicas)
         theta = self.generator(noise, replicas)
+        total, events = self.objective(theta, uniforms, replicas)
+        return total, theta.detach(), [e.detach() for e in events]
+
+    def objective_at(self, theta: Tensor, replicas: slice) -> tuple[Tensor, list[Generated]]:
+        """The generator objective per replica [r] at given parameters [r, B, D], on fresh events.
+
+        Its gradient in theta is the adversarial estimate of -grad log L (extended likelihood of each replica's
+        weighted data) where the discriminators are optimal; a posterior sampler moves chains with it.
+        """
+        _, uniforms = self._draw(replicas)
+        return self.objective(theta, uniforms, replicas)
+
+    def objective(self, theta: Tensor, uniforms: list[Tensor], replicas: slice) -> tuple[Tensor, list[Generated]]:
+        """Adversarial terms plus the rate term per replica, [r], for parameters [r, B, D] and sampler uniforms."""
+        loss_cfg = self.config.loss
+        k = self.config.discriminator.set_size
         observed = self.observed[replicas]
         mask = self.fit_mask[replicas]
         weight = GENERATOR_WEIGHT[loss_cfg.kind] / k
@@ -315,7 +329,7 @@ class InverseGAN(StepBatches, nn.Module):
                 r, b, d = theta.shape
                 expected = self.experiment.expected_counts(theta.reshape(r * b, d)).reshape(r, b, -1)
                 total = total + rate_loss(expected, observed, mask)
-        return total, theta.detach(), [e.detach() for e in events]
+        return total, events
 
     def _shared_tables(self) -> AbstractContextManager:
         """The experiment's scope for reusing theory tables within one step (none for an experiment without)."""

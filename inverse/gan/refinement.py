@@ -127,8 +127,9 @@ def run_refinement(
             model_path = rdir / "model.pt"
             if not model_path.is_file():
                 model, _ = load_surrogate(prev["model"], physics=config.physics)
+                earlier = [out / f"round_{j}" / "refine" / "simulations.pt" for j in range(1, k)]
                 refine = refine_surrogate(model, np.asarray(prev["replica_estimates"]), refinement, k - 1,
-                                          rdir / "refine", progress)  # fmt: skip
+                                          rdir / "refine", progress, earlier)  # fmt: skip
                 model.save(model_path, {"refinement_round": k, "refinement": refine})
                 write_json(rdir / "refine.json", refine)
             else:
@@ -169,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
         kind = float if isinstance(getattr(defaults, name), float) else int
         help_text = f"{field.description} (default {getattr(defaults, name)})"
         p.add_argument(f"--{name.replace('_', '-')}", type=kind, help=help_text)
+    p.add_argument(
+        "--no-accumulate",
+        dest="accumulate",
+        action="store_false",
+        default=None,
+        help="fine-tune each round on its own simulations only (default: on every round's so far)",
+    )
     return p
 
 

@@ -16,6 +16,7 @@ import torch
 
 from inverse.gan.config import ClosureConfig, TargetsConfig
 from inverse.gan.model import InverseGAN
+from inverse.gan.posterior.mode import calibration_lines, posterior_mode_lines
 from physics.binned import BinnedView
 from physics.datasets import Experiment
 from physics.likelihood import cramer_rao, fisher_information
@@ -49,6 +50,7 @@ class ClosureFit:
     model: InverseGAN
     step_seconds: list[float]
     seconds: dict[str, float]
+    chains: np.ndarray | None = None
 
 
 def _num(value: float) -> str:
@@ -75,8 +77,13 @@ def _bootstrap(fit: ClosureFit, est: np.ndarray, post_sd: np.ndarray) -> dict[st
     boot = fit.reference["bootstrap_mles"]
     dist = np.abs(est - boot) / post_sd
     target = fit.config.report.targets.bootstrap_distance_median_max
+    theory = fit.experiment.theory
+    low, high = np.asarray(theory.low), np.asarray(theory.high)
+    # An MLE on the box edge is where a bootstrap of the MLE stops describing the posterior (the box cuts it).
+    at_edge = ((boot - low < 1e-3 * (high - low)) | (high - boot < 1e-3 * (high - low))).mean(0)
     return {
         "bootstrap_mles": boot,
+        "bootstrap_mles_at_edge": at_edge,
         "bootstrap_distance": {
             "median": float(np.median(dist)),
             "max": float(dist.max()),
@@ -206,6 +213,7 @@ def _findings(s: dict[str, Any]) -> list[str]:
         if s.get("bootstrap_std_ratio") is not None:
             ratio = np.round(np.asarray(s["bootstrap_std_ratio"], dtype=float), 2).tolist()
             lines.append(f"- exact bootstrap MLEs' sd / posterior sd (what the replicas' spread should be): {ratio}")
+        lines += _edge_lines(s)
     if "surrogate" in s:
         off = np.round(np.asarray(s["surrogate"]["mle_offset_vs_exact"], dtype=float), 3).tolist()
         lines.append(
@@ -215,6 +223,20 @@ def _findings(s: dict[str, Any]) -> list[str]:
     t = s["timing_s"]
     lines.append(f"- GAN fit: {t['fit']:.0f} s wall, {t['fit_cpu']:.0f} CPU-s")
     return lines
+
+
+def _edge_lines(s: dict[str, Any]) -> list[str]:
+    """A finding when the bootstrap target is missed and exact bootstrap MLEs sit on the prior box's edge."""
+    edge = np.asarray(s.get("bootstrap_mles_at_edge", []), dtype=float)
+    missed = [k for k, v in s["targets_met"].items() if k.startswith("bootstrap_distance") and not v]
+    if not missed or not np.any(edge >= 0.05):
+        return []
+    where = ", ".join(f"{n} {100 * f:.0f} %" for n, f in zip(s["params"], edge) if f >= 0.05)
+    return [
+        f"- the exact bootstrap MLEs sit on the prior box's edge ({where} of the replicas): there the box cuts the "
+        "likelihood, the replicas cannot reach those MLEs by gradient steps and a bootstrap of the MLE does not "
+        "describe the posterior; `gan.posterior.mode: langevin` gives posterior draws instead"
+    ]
 
 
 def _coverage_lines(c: dict[str, Any]) -> list[str]:
@@ -269,6 +291,10 @@ def closure_report(s: dict[str, Any], plots: bool) -> str:
     ]
     if "coverage" in s:
         lines += _coverage_lines(s["coverage"])
+    if "posterior_mode" in s:
+        lines += posterior_mode_lines(s["posterior_mode"], s["params"])
+    if "calibration" in s:
+        lines += calibration_lines(s["calibration"])
     if plots:
         lines += _PLOTS
     return "\n".join(lines) + "\n"

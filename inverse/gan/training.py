@@ -81,6 +81,12 @@ class GANModule(StepModule):
         super().__init__(model, count_steps=False)  # the model counts its steps with its histories
         self.step_seconds: list[float] = []
         self._last_finite: dict[str, float] = {}
+        self._cpu_before, self._cpu_start = 0.0, time.process_time()
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU seconds of the fit so far, the processes of earlier (resumed) runs included."""
+        return self._cpu_before + time.process_time() - self._cpu_start
 
     @property
     def steps_done(self) -> int:
@@ -233,13 +239,15 @@ class GANModule(StepModule):
         return d_losses
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the replicas' random streams."""
+        """Keep the replicas' random streams and the CPU time spent so far."""
         checkpoint["replica_rng"] = self.model.rng_state()
+        checkpoint["fit_cpu_s"] = self.cpu_seconds
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Restore the replicas' random streams."""
+        """Restore the replicas' random streams and the CPU time of the earlier runs."""
         if "replica_rng" in checkpoint:
             self.model.set_rng_state(checkpoint["replica_rng"])
+        self._cpu_before, self._cpu_start = float(checkpoint.get("fit_cpu_s", 0.0)), time.process_time()
 
 
 def fit_gan(

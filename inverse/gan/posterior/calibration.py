@@ -1,0 +1,186 @@
+"""Calibration over K pseudo-data sets whose truths are drawn from the prior (``--calibration K``).
+
+For data set k a truth theta_k is drawn from the runcard's prior (``gan.posterior.prior``: the uniform box, or the
+truncated Gaussian), pseudo-data are generated at it, the GAN is fitted and (with ``gan.posterior.mode:
+langevin``) the chains are run. Three checks, for the posterior draws and the bootstrap replicas side by side:
+
+* SBC (Talts et al., arXiv:1804.06788): the rank of theta_k among L draws is uniform over data sets exactly when
+  the draws are the posterior; ranks are binned and a chi-square test of uniformity gives a p-value per parameter.
+* TARP (Lemos et al., arXiv:2302.03026): with a random reference point per data set, the fraction f_k of draws
+  closer to it than theta_k (in box-scaled units); the expected coverage ECP(alpha) = fraction of data sets with
+  f_k < alpha lies on the diagonal for a calibrated posterior. ATC is the area between the curve and the diagonal
+  over alpha in [0.5, 1] (negative: overconfident, positive: underconfident).
+* 68 % / 95 % central-interval coverage per parameter.
+
+Each finished data set is appended to ``calibration/results.jsonl`` at once, so a killed study resumes where it
+stopped (rows of another configuration are ignored), as the coverage study does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import chisquare
+from tqdm.auto import tqdm
+
+from inverse.gan.config import ClosureConfig
+from inverse.gan.model import InverseGAN
+from inverse.gan.posterior.langevin import LangevinSampler
+from inverse.gan.posterior.plots import plot_calibration
+from inverse.gan.training import fit_gan
+from physics.datasets import Experiment
+from physics.posterior import NormCoordinates
+from physics.pseudodata import generate_pseudodata
+from qcdgip.runs import to_jsonable
+
+__all__ = ["draw_truth", "run_calibration", "sample_ranks", "summarize_calibration", "tarp_fraction"]
+
+LEVELS = {"68": (0.16, 0.84), "95": (0.025, 0.975)}
+RANK_DRAWS = 99
+"""Draws each rank is taken among (ranks 0..99: ten bins of ten)."""
+
+
+def draw_truth(config: ClosureConfig, k: int) -> np.ndarray:
+    """Truth of data set k from the prior: uniform in the box, or the Gaussian truncated to it (by rejection)."""
+    post, physics = config.gan.posterior, config.physics
+    low, high = np.asarray(physics.low, dtype=float), np.asarray(physics.high, dtype=float)
+    rng = np.random.default_rng(np.random.SeedSequence((config.data.seed, 7919, k)))
+    if post.prior == "uniform":
+        return rng.uniform(low, high)
+    for _ in range(100_000):
+        theta = rng.normal(post.prior_mean, post.prior_sd)
+        if np.all((theta > low) & (theta < high)):
+            return theta
+    raise ValueError("gan.posterior.prior: the Gaussian puts almost no mass inside the box (prior_mean, prior_sd)")
+
+
+def sample_ranks(truth: np.ndarray, draws: np.ndarray, rng: np.random.Generator) -> list[int]:
+    """Rank of each parameter's truth among ``RANK_DRAWS`` draws picked at random from draws [N, D]."""
+    pick = draws[rng.choice(len(draws), RANK_DRAWS, replace=len(draws) < RANK_DRAWS)]
+    return (pick < truth).sum(0).astype(int).tolist()
+
+
+def tarp_fraction(truth: np.ndarray, draws: np.ndarray, reference: np.ndarray, scale: np.ndarray) -> float:
+    """Fraction of draws [N, D] closer to ``reference`` than ``truth`` is (distances in units of ``scale``)."""
+    d_draws = np.linalg.norm((draws - reference) / scale, axis=-1)
+    return float(np.mean(d_draws < np.linalg.norm((truth - reference) / scale)))
+
+
+def _judge(truth: np.ndarray, draws: np.ndarray, reference: np.ndarray, scale: np.ndarray, seed: int) -> dict:
+    out: dict[str, Any] = {
+        "rank": sample_ranks(truth, draws, np.random.default_rng(seed)),
+        "tarp": tarp_fraction(truth, draws, reference, scale),
+    }
+    for level, (qlo, qhi) in LEVELS.items():
+        lo, hi = np.quantile(draws, [qlo, qhi], axis=0)
+        out[f"in{level}"] = ((truth >= lo) & (truth <= hi)).tolist()
+    return out
+
+
+def _key(config: ClosureConfig) -> str:
+    """What a row depends on: the forward model (its truth aside), the data seed and the GAN."""
+    physics = config.physics.model_dump()
+    for p in physics.get("parameters") or []:
+        p.pop("truth", None)
+    gan = config.gan.model_dump()
+    for key in ("progress", "devices", "num_nodes", "strategy", "threads"):
+        gan["training"].pop(key, None)
+    text = json.dumps(to_jsonable({"physics": physics, "seed": config.data.seed, "gan": gan}), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _fit_one(config: ClosureConfig, k: int) -> dict[str, Any]:
+    """Data set k: its truth, fit, chains, ranks, TARP fractions and interval hits."""
+    start, cpu = time.perf_counter(), time.process_time()
+    truth = draw_truth(config, k)
+    params = [p.model_copy(update={"truth": float(t)}) for p, t in zip(config.physics.parameters, truth)]
+    experiment = Experiment(config.physics.model_copy(update={"parameters": params}))
+    data = generate_pseudodata(experiment, seed=config.data.seed + 1 + k)
+    one = config.gan.training.model_copy(update={"devices": 1, "num_nodes": 1, "strategy": "auto", "progress": False})
+    model = InverseGAN(config.gan.model_copy(update={"training": one}), experiment, data)
+    fit_gan(model, progress=False)
+    model = model.cpu().double()
+    low, high = np.asarray(experiment.theory.low), np.asarray(experiment.theory.high)
+    rng = np.random.default_rng(np.random.SeedSequence((config.data.seed, 104729, k)))
+    reference, scale = rng.uniform(low, high), high - low
+    row: dict[str, Any] = {"k": k, "truth": truth.tolist()}
+    replicas = model.estimates().detach().numpy()
+    row["bootstrap"] = _judge(truth, replicas, reference, scale, k)
+    if config.gan.posterior.mode == "langevin":
+        coords = NormCoordinates(experiment, config.gan.posterior.coordinates)
+        result = LangevinSampler(model, data, coords).run(None, progress=False)
+        draws = result.draws.reshape(-1, result.draws.shape[-1])
+        row["posterior"] = _judge(truth, draws, reference, scale, k)
+    row.update(seconds=time.perf_counter() - start, cpu_seconds=time.process_time() - cpu)
+    return row
+
+
+def run_calibration(config: ClosureConfig, directory: Path, n_sets: int, progress: bool = True) -> dict[str, Any]:
+    """Fit ``n_sets`` data sets with prior truths (resuming from ``directory/results.jsonl``) and summarize them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "results.jsonl"
+    key = _key(config)
+    rows: dict[int, dict[str, Any]] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by an interruption
+            if row.get("key") == key:
+                rows[int(row["k"])] = row
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows.values()))
+    todo = [k for k in range(n_sets) if k not in rows]
+    with path.open("a") as fh:
+        for k in tqdm(todo, desc="calibration data sets", disable=not progress, initial=n_sets - len(todo)):
+            row = {"key": key, **to_jsonable(_fit_one(config, k))}
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            rows[k] = row
+    summary = summarize_calibration([rows[k] for k in range(n_sets)], config.physics.parameter_names)
+    plot_calibration(summary, directory / "calibration.png")
+    return summary
+
+
+def _method(rows: list[dict[str, Any]], names: list[str], bins: int) -> dict[str, Any]:
+    ranks = np.array([r["rank"] for r in rows])
+    counts = [np.histogram(ranks[:, i], bins=bins, range=(0, RANK_DRAWS + 1))[0] for i in range(len(names))]
+    p_values = [float(chisquare(c).pvalue) for c in counts]
+    alpha = np.linspace(0.0, 1.0, 51)
+    f = np.array([r["tarp"] for r in rows])
+    ecp = np.array([np.mean(f < a) for a in alpha])
+    upper = alpha >= 0.5
+    out: dict[str, Any] = {
+        "sbc_counts": [c.tolist() for c in counts],
+        "sbc_p_values": p_values,
+        "sbc_rejected_at_0.01": [n for n, p in zip(names, p_values) if p < 0.01],
+        "tarp_alpha": alpha.tolist(),
+        "tarp_ecp": ecp.tolist(),
+        "tarp_atc": float(np.trapezoid(ecp[upper] - alpha[upper], alpha[upper])),
+        "tarp_max_deviation": float(np.max(np.abs(ecp - alpha))),
+    }
+    for level in LEVELS:
+        hits = np.array([r[f"in{level}"] for r in rows], dtype=float)
+        out[f"coverage_{level}"] = hits.mean(0).tolist()
+        out[f"coverage_{level}_pooled"] = float(hits.mean())
+    return out
+
+
+def summarize_calibration(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """SBC, TARP and coverage of the posterior draws (if any) and of the bootstrap replicas over ``rows``."""
+    n = len(rows)
+    bins = 10 if n >= 50 else 5
+    out: dict[str, Any] = {"n_sets": n, "params": names, "bins": bins, "rank_draws": RANK_DRAWS}
+    for method in ("posterior", "bootstrap"):
+        if rows and all(method in r for r in rows):
+            out[method] = _method([r[method] for r in rows], names, bins)
+    out["seconds_median"] = float(np.median([r["seconds"] for r in rows])) if rows else None
+    out["cpu_seconds_median"] = float(np.median([r["cpu_seconds"] for r in rows])) if rows else None
+    return to_jsonable(out)
