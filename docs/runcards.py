@@ -75,7 +75,12 @@ RUNCARDS: tuple[Runcard, ...] = (
         "GAN closure test",
         "python -m inverse.closure",
         ("inverse.gan.config:ClosureConfig",),
-        ("configs/closure_gan.yaml", "configs/closure_detector.yaml", "configs/closure_mcmc.yaml"),
+        (
+            "configs/closure_gan.yaml",
+            "configs/closure_detector.yaml",
+            "configs/closure_mcmc.yaml",
+            "configs/calibration_posterior.yaml",
+        ),
     ),
     Runcard(
         "VAIM",

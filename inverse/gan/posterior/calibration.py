@@ -37,6 +37,7 @@ from inverse.gan.training import fit_gan
 from physics.datasets import Experiment
 from physics.posterior import NormCoordinates
 from physics.pseudodata import generate_pseudodata
+from qcdgip.errors import NonFiniteLossError
 from qcdgip.runs import to_jsonable
 
 __all__ = ["draw_truth", "run_calibration", "sample_ranks", "summarize_calibration", "tarp_fraction"]
@@ -139,12 +140,19 @@ def run_calibration(config: ClosureConfig, directory: Path, n_sets: int, progres
     todo = [k for k in range(n_sets) if k not in rows]
     with path.open("a") as fh:
         for k in tqdm(todo, desc="calibration data sets", disable=not progress, initial=n_sets - len(todo)):
-            row = {"key": key, **to_jsonable(_fit_one(config, k))}
+            try:
+                row = {"key": key, **to_jsonable(_fit_one(config, k))}
+            except (ValueError, NonFiniteLossError) as err:
+                # A prior draw can leave a dataset without events or make the fit diverge: kept as a failed row
+                # (counted in the summary), so the study goes on and a resumed one does not retry it.
+                row = {"key": key, "k": k, "failed": f"{type(err).__name__}: {err}"}
             fh.write(json.dumps(row) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
             rows[k] = row
-    summary = summarize_calibration([rows[k] for k in range(n_sets)], config.physics.parameter_names)
+    done = [rows[k] for k in range(n_sets) if "failed" not in rows[k]]
+    summary = summarize_calibration(done, config.physics.parameter_names)
+    summary["failed"] = {k: rows[k]["failed"] for k in range(n_sets) if "failed" in rows[k]}
     plot_calibration(summary, directory / "calibration.png")
     return summary
 

@@ -146,5 +146,8 @@ def calibration_lines(c: dict[str, Any]) -> list[str]:
             f"rejected at p = 0.01: {rejected}. TARP ATC {m['tarp_atc']:+.3f} (max deviation "
             f"{m['tarp_max_deviation']:.3f}). 68 / 95 % coverage: {cover}.",
         ]
+    if c.get("failed"):
+        lines.append(f"- {len(c['failed'])} data sets failed and are left out: " + "; ".join(
+            f"{k}: {why}" for k, why in list(c["failed"].items())[:5]))  # fmt: skip
     lines.append("- `calibration/calibration.png`; per-data-set rows in `calibration/results.jsonl`")
     return lines
