@@ -7,6 +7,7 @@ Usage::
                                                  # the budget that takes the GAN's CPU (--no-equal-cpu: not that)
     python benchmarks/peers.py --simulations 10000 --replicas 50
     python benchmarks/peers.py --problem dis     # inclusive DIS (configs/closure_dis.yaml), 2-D binned NPE
+    python benchmarks/peers.py --no-posterior    # the toy without the GAN's posterior mode (Langevin draws)
 
 Every method is judged against the MCMC posterior of the same data: ``width_ratio`` = the
 method's sd / posterior sd per parameter, ``mean_offset`` = (method mean - posterior mean) / posterior sd, and
@@ -15,7 +16,9 @@ masked autoregressive flow) sees binned counts, simulated as Poisson counts of t
 is what binning events of the extended model gives: for the toy 10 log-x bins per dataset; for DIS
 ``--dis-bins`` (ln Q^2 x w) bins per Q^2 window (:class:`physics.dis.binned.DISBinnedView`), with a row for the
 information that binning keeps: the binned / unbinned Cramér–Rao sd ratio at the MLE. The GAN's bootstrap
-estimates the MLE and its spread, so its offset from the MLE is reported as well.
+estimates the MLE and its spread, so its offset from the MLE is reported as well. On the toy the GAN's posterior
+mode (adversarial Langevin chains after the same fit, the runcard's ``gan.posterior`` settings) gets a row of its
+own, whose CPU counts the fit and the sampling, with the C2ST accuracy of its draws against the MCMC draws.
 
 Prints one JSON line per method and a final JSON object with all of them.
 """
@@ -35,11 +38,13 @@ import torch
 
 from inverse.gan.config import ClosureConfig
 from inverse.gan.model import InverseGAN
+from inverse.gan.posterior.diagnostics import compare_to_reference
+from inverse.gan.posterior.langevin import LangevinSampler
 from inverse.gan.training import fit_gan
 from physics.binned import BinnedView
 from physics.datasets import Experiment
 from physics.likelihood import ExtendedLikelihood, fit_mle
-from physics.posterior import sample_posterior
+from physics.posterior import NormCoordinates, sample_posterior
 from physics.pseudodata import generate_pseudodata
 from qcdgip.config import load_yaml, parse_config
 
@@ -114,6 +119,21 @@ def _gan_row(model: InverseGAN, post: np.ndarray, mle: np.ndarray, cpu: float) -
     }
 
 
+def _posterior_row(model: InverseGAN, experiment: Experiment, data: object, post: np.ndarray, fit_cpu: float) -> Row:
+    """The posterior mode's draws after the fit of ``model`` (fitted, on the CPU in float64)."""
+    cpu = time.process_time()
+    settings = model.config.posterior
+    sampler = LangevinSampler(model, data, NormCoordinates(experiment, settings.coordinates))
+    draws = sampler.run(None, progress=False).draws
+    flat = draws.reshape(-1, draws.shape[-1])
+    return {
+        "method": f"GAN posterior mode, {settings.chains} Langevin chains x {settings.steps} steps after the fit",
+        "cpu_s": fit_cpu + time.process_time() - cpu,
+        **_judge(flat, post),
+        "c2st": round(compare_to_reference(flat, post, settings.c2st_draws, settings.seed)["c2st"], 3),
+    }
+
+
 def _with_replicas(raw: dict, replicas: int | None) -> dict:
     raw["gan"]["training"]["progress"] = False
     if replicas:
@@ -136,14 +156,19 @@ def _toy(args: argparse.Namespace) -> tuple[dict, list[Row]]:
     rows = [{"method": "MCMC posterior (exact, unbinned)", "cpu_s": time.process_time() - cpu, **_judge(post, post)}]
     print(json.dumps(rows[-1]), flush=True)
     cpu = time.process_time()
-    rows.append(_gan_row(InverseGAN(base.gan, experiment, data), post, mle.theta, cpu))
+    model = InverseGAN(base.gan, experiment, data)
+    rows.append(_gan_row(model, post, mle.theta, cpu))
     print(json.dumps(rows[-1]), flush=True)
+    gan_cpu = rows[-1]["cpu_s"]
+    if args.posterior:
+        rows.append(_posterior_row(model, experiment, data, post, gan_cpu))
+        print(json.dumps(rows[-1]), flush=True)
 
     view = BinnedView(experiment, data, n_bins=args.n_bins)
     observed = np.concatenate([b.counts for b in view.datasets])
     bounds = (np.asarray(theory.low), np.asarray(theory.high))
     rows += _npe_rows(lambda t: torch.cat(view.predictions(t), -1), observed, bounds, args, post,
-                      f"{view.n_points} binned counts", rows[1]["cpu_s"])  # fmt: skip
+                      f"{view.n_points} binned counts", gan_cpu)  # fmt: skip
     return header, rows
 
 
@@ -201,6 +226,8 @@ def main() -> None:
     p.add_argument("--n-bins", type=int, default=10, help="toy: log-x bins per dataset for NPE")
     p.add_argument("--dis-bins", type=int, nargs=2, default=[4, 8], metavar=("N_U", "N_W"),
                    help="DIS: ln Q^2 x w bins per window for NPE")  # fmt: skip
+    p.add_argument("--posterior", action=argparse.BooleanOptionalAction, default=True,
+                   help="toy: add the GAN's posterior mode (Langevin draws after the fit)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     warnings.filterwarnings("ignore")
