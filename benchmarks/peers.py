@@ -38,13 +38,14 @@ import torch
 
 from inverse.gan.config import ClosureConfig
 from inverse.gan.model import InverseGAN
+from inverse.gan.posterior.coordinates import sampling_coordinates
 from inverse.gan.posterior.diagnostics import compare_to_reference
 from inverse.gan.posterior.langevin import LangevinSampler
 from inverse.gan.training import fit_gan
 from physics.binned import BinnedView
 from physics.datasets import Experiment
 from physics.likelihood import ExtendedLikelihood, fit_mle
-from physics.posterior import NormCoordinates, sample_posterior
+from physics.posterior import sample_posterior
 from physics.pseudodata import generate_pseudodata
 from qcdgip.config import load_yaml, parse_config
 
@@ -123,7 +124,7 @@ def _posterior_row(model: InverseGAN, experiment: Experiment, data: object, post
     """The posterior mode's draws after the fit of ``model`` (fitted, on the CPU in float64)."""
     cpu = time.process_time()
     settings = model.config.posterior
-    sampler = LangevinSampler(model, data, NormCoordinates(experiment, settings.coordinates))
+    sampler = LangevinSampler(model, data, sampling_coordinates(experiment, settings.coordinates))
     draws = sampler.run(None, progress=False).draws
     flat = draws.reshape(-1, draws.shape[-1])
     return {

@@ -266,3 +266,30 @@ def test_calibration_study_writes_rows_and_resumes_without_refitting(tmp_path):
     second = run_calibration(config, tmp_path, 3, progress=False)
     again = (tmp_path / "results.jsonl").read_text().splitlines()
     assert second["n_sets"] == 3 and again[:2] == rows and len(again) == 3
+
+
+@pytest.mark.slow
+def test_dis_closure_runs_the_chains_in_theta_inside_the_box(tmp_path):
+    from inverse.gan.dis.config import DISClosureConfig
+    from inverse.gan.dis.run import run_dis_closure
+
+    raw = {
+        "physics": {"case": "C"},
+        "posterior": {"n_chains": 4, "n_warmup": 300, "n_samples": 400},
+        "gan": {"discriminator": {"depth": 0, "degree": 3}, "optimizer_d": {"name": "newton"},
+                "training": {"replicas": 12, "steps": 60, "events_per_param": 1024, "progress": False},
+                "posterior": {"mode": "langevin", "chains": 8, "steps": 30, "burn_in": 10, "d_steps": 2}},
+        "report": {"bootstrap_mles": False, "lhapdf": False, "posterior": True},
+    }  # fmt: skip
+    summary = run_dis_closure(parse_config(DISClosureConfig, raw, "runcard"), tmp_path, plots=False, progress=False)
+    block = summary["posterior_mode"]
+    assert block["coordinates"] == "theta" and block["steps"] == 30 and len(block["width_ratio"]) == 5
+    assert "Posterior draws (adversarial Langevin)" in (tmp_path / "report.md").read_text()
+    no_posterior = {**raw, "report": {**raw["report"], "posterior": False}}
+    with pytest.raises(ValueError, match=r"report\.posterior"):
+        run_dis_closure(parse_config(DISClosureConfig, no_posterior, "runcard"), tmp_path / "x", progress=False)
+    with pytest.raises(ValueError, match="coordinates: norm"):
+        from inverse.gan.posterior.coordinates import sampling_coordinates
+        from physics.dis.experiment import DISExperiment
+
+        sampling_coordinates(DISExperiment(parse_config(DISClosureConfig, raw, "runcard").physics), "norm")

@@ -21,6 +21,8 @@ import torch
 
 from inverse.gan.dis.config import DISClosureConfig
 from inverse.gan.model import InverseGAN
+from inverse.gan.posterior.mode import posterior_mode_lines, run_posterior_mode
+from inverse.gan.posterior.plots import plot_posterior_mode
 from inverse.gan.training import fit_gan
 from physics.dis.experiment import DISExperiment
 from physics.dis.lhapdf import write_lhapdf_set
@@ -144,6 +146,8 @@ def _report(summary: dict[str, Any], plots: bool) -> str:
     lines = [f"# DIS closure (case {summary['case']}, {summary['replicas']} replicas)", "",
              f"Events per Q^2 window: {summary['counts']}", "", format_table(headers, rows), "",
              f"Targets: {verdicts}"]  # fmt: skip
+    if "posterior_mode" in summary:
+        lines += posterior_mode_lines(summary["posterior_mode"], summary["parameters"])
     if plots:
         lines += ["", "![PDFs](pdfs.png)", "", "![F2](f2.png)", "", "![replicas](replicas.png)", "",
                   "![training](training.png)"]  # fmt: skip
@@ -157,9 +161,14 @@ def run_dis_closure(
     """Run the DIS closure and write the run directory; returns the summary (also in summary.json)."""
     start = time.perf_counter()
     out = Path(out)
-    free = ("report", "gan.training.threads", "gan.training.progress")
+    free = ("report", "gan.posterior", "gan.training.threads", "gan.training.progress")
+    langevin = config.gan.posterior.mode == "langevin"
+    if langevin and not config.report.posterior:
+        raise ValueError(
+            "gan.posterior.mode: langevin is judged against the MCMC posterior: set report.posterior: true"
+        )
     guard_run_dir(out, config, resume=resume, overwrite=overwrite, outputs=OUTPUTS, free=free,
-                  folders=("checkpoints", "lightning_logs", "lhapdf"))  # fmt: skip
+                  folders=("checkpoints", "lightning_logs", "lhapdf", "posterior_mode"))  # fmt: skip
     experiment = DISExperiment(config.physics)
     out, log, provenance = open_run_dir(out, config, "inverse.gan.dis")
     data, reused = load_or_generate_dis(experiment, config.data.seed, out / "data.npz")
@@ -178,6 +187,10 @@ def run_dis_closure(
     summary["median_step_s"] = float(np.median(module.step_seconds)) if module.step_seconds else None
     limit = config.report.fit_cpu_minutes_max
     summary["targets_met"][f"fit_under_{limit:g}_cpu_minutes"] = bool(seconds["fit_cpu"] < 60 * limit)
+    if langevin:
+        summary["posterior_mode"], chains = run_posterior_mode(
+            fitted, experiment, data, ref["posterior"], out, seconds["fit_cpu"], progress
+        )
     if config.report.lhapdf:
         names = experiment.parameter_names
         write_lhapdf_set(out / "lhapdf", "qcdgip_dis_replicas", config.physics, experiment.operator,
@@ -188,6 +201,8 @@ def run_dis_closure(
         from inverse.gan.dis.plots import plot_dis_closure
 
         plot_dis_closure(experiment, data, fitted, ref, out)
+        if langevin:
+            plot_posterior_mode(chains, ref["posterior"], est, experiment.parameter_names, out / "posterior_mode.png")
     summary["runtime"] = runtime.policy_summary()
     summary["timing_s"] = {**seconds, "total": time.perf_counter() - start}
     write_json(out / "summary.json", summary)

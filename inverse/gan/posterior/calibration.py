@@ -31,11 +31,11 @@ from tqdm.auto import tqdm
 
 from inverse.gan.config import ClosureConfig
 from inverse.gan.model import InverseGAN
+from inverse.gan.posterior.coordinates import sampling_coordinates
 from inverse.gan.posterior.langevin import LangevinSampler
 from inverse.gan.posterior.plots import plot_calibration
 from inverse.gan.training import fit_gan
 from physics.datasets import Experiment
-from physics.posterior import NormCoordinates
 from physics.pseudodata import generate_pseudodata
 from qcdgip.errors import NonFiniteLossError
 from qcdgip.runs import to_jsonable
@@ -114,7 +114,7 @@ def _fit_one(config: ClosureConfig, k: int) -> dict[str, Any]:
     replicas = model.estimates().detach().numpy()
     row["bootstrap"] = _judge(truth, replicas, reference, scale, k)
     if config.gan.posterior.mode == "langevin":
-        coords = NormCoordinates(experiment, config.gan.posterior.coordinates)
+        coords = sampling_coordinates(experiment, config.gan.posterior.coordinates)
         result = LangevinSampler(model, data, coords).run(None, progress=False)
         draws = result.draws.reshape(-1, result.draws.shape[-1])
         row["posterior"] = _judge(truth, draws, reference, scale, k)

@@ -41,9 +41,10 @@ class PosteriorModeConfig(StrictModel):
 
     The chains start at the first ``chains`` replicas' estimates and step in ``coordinates`` (``norm``: the log of
     each PDF's integral over the data range with its exponents, where the toy's curved ridges are nearly straight;
-    ``theta``: the parameters themselves), preconditioned by the replicas' covariance there. A proposal outside the
-    prior box is refused (the chain stays), and the gradient noise of the generated events, measured from two
-    independent halves of them, is taken out of the injected noise.
+    ``theta``: the parameters themselves; ``auto``: norm for the toy, theta for DIS), preconditioned by the
+    replicas' covariance there. A proposal outside the prior box is refused (the chain stays), and the gradient
+    noise of the generated events, measured from two independent halves of them, is taken out of the injected
+    noise.
     """
 
     mode: Literal["bootstrap", "langevin"] = Field(
@@ -71,8 +72,10 @@ class PosteriorModeConfig(StrictModel):
     events_per_param: int | None = Field(
         None, ge=2, description="generated events per chain, dataset and step (None: training.events_per_param)"
     )
-    coordinates: Literal["norm", "theta"] = Field(
-        "norm", description="norm: (log integral, a, b) per flavour (the toy); theta: the parameters themselves"
+    coordinates: Literal["auto", "norm", "theta"] = Field(
+        "auto",
+        description="norm: (log integral, a, b) per flavour (the toy); theta: the parameters themselves; auto: norm "
+        "for the toy, theta otherwise (DIS)",
     )
     noise_correction: bool = Field(
         True, description="take the measured gradient noise and the step's first-order excess out of the noise"

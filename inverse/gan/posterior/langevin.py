@@ -44,6 +44,7 @@ from inverse.gan.config import GANConfig
 from inverse.gan.model import InverseGAN
 from inverse.gan.newton import LogisticNewton, logistic_terms
 from inverse.gan.posterior.config import PosteriorModeConfig
+from inverse.gan.posterior.coordinates import ThetaCoordinates
 from inverse.gan.training import make_optimizer
 from physics.posterior import NormCoordinates
 from physics.pseudodata import EventData
@@ -129,14 +130,14 @@ class LangevinSampler:
         fit: the fitted GAN (its replicas' estimates start the chains and give the preconditioner; chain c gets
             replica c's discriminators as a start).
         data: the data the GAN was fitted to (the chains take its events without bootstrap weights).
-        coordinates: the sampling coordinates (``NormCoordinates``).
+        coordinates: the sampling coordinates (:func:`inverse.gan.posterior.coordinates.sampling_coordinates`).
 
     Raises:
         ValueError: fewer replicas than chains, or too few replicas for a covariance in D dimensions, or a
             Gaussian prior of the wrong length.
     """
 
-    def __init__(self, fit: InverseGAN, data: EventData, coordinates: NormCoordinates) -> None:
+    def __init__(self, fit: InverseGAN, data: EventData, coordinates: NormCoordinates | ThetaCoordinates) -> None:
         self.config = fit.config.posterior
         post = self.config
         estimates = fit.estimates().detach().double()
@@ -201,7 +202,9 @@ class LangevinSampler:
             losses = [self.model.objective_at(theta[rs, None, :].to(dtype), rs)[0] for rs in self.model.chunks()]
             (g,) = torch.autograd.grad(-torch.cat(losses).sum(), psi, retain_graph=True)
             halves.append(g)
-        (g_prior,) = torch.autograd.grad((self.log_prior(theta) + log_jac).sum(), psi)
+        prior = (self.log_prior(theta) + log_jac).sum()
+        # A uniform prior in theta coordinates is constant: no graph, a zero gradient.
+        g_prior = torch.autograd.grad(prior, psi)[0] if prior.requires_grad else torch.zeros_like(psi)
         return 0.5 * (halves[0] + halves[1]) + g_prior, halves[0] - halves[1]
 
     def _update_discriminators(self, count: int) -> None:

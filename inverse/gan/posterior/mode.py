@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from inverse.gan.model import InverseGAN
+from inverse.gan.posterior.coordinates import ThetaCoordinates, sampling_coordinates
 from inverse.gan.posterior.diagnostics import chain_diagnostics, compare_to_reference
 from inverse.gan.posterior.langevin import LangevinResult, LangevinSampler
 from physics.datasets import Experiment
-from physics.posterior import NormCoordinates
 from physics.pseudodata import EventData
 from qcdgip.runs import format_table
 
@@ -48,10 +48,12 @@ def run_posterior_mode(
         The ``posterior_mode`` block of summary.json and the kept draws [S, C, D].
     """
     post = model.config.posterior
-    coords = NormCoordinates(experiment, post.coordinates)
+    coords = sampling_coordinates(experiment, post.coordinates)
     sampler = LangevinSampler(model, data, coords)
     result = sampler.run(out / "posterior_mode", progress)
-    return judge(result, model.estimates().detach().numpy(), reference, post, fit_cpu_s), result.draws
+    block = judge(result, model.estimates().detach().numpy(), reference, post, fit_cpu_s)
+    block["coordinates"] = "theta" if isinstance(coords, ThetaCoordinates) else "norm"
+    return block, result.draws
 
 
 def judge(
