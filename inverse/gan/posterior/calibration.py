@@ -92,6 +92,8 @@ def _key(config: ClosureConfig) -> str:
     gan = config.gan.model_dump()
     for key in ("progress", "devices", "num_nodes", "strategy", "threads"):
         gan["training"].pop(key, None)
+    if gan["posterior"]["coordinates"] == "auto":
+        gan["posterior"]["coordinates"] = "norm"  # what auto means for the toy: the same rows either way
     text = json.dumps(to_jsonable({"physics": physics, "seed": config.data.seed, "gan": gan}), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
