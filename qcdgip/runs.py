@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -31,7 +31,16 @@ from qcdgip import runtime
 from qcdgip._version import __version__
 from qcdgip.config import flatten, load_yaml, parse_config
 
-__all__ = ["format_table", "guard_run_dir", "open_run_dir", "to_jsonable", "write_json", "write_yaml"]
+__all__ = [
+    "append_row",
+    "format_table",
+    "guard_run_dir",
+    "open_run_dir",
+    "resumable_rows",
+    "to_jsonable",
+    "write_json",
+    "write_yaml",
+]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -179,3 +188,29 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
     line = lambda items: "  ".join(s.rjust(w) for s, w in zip(items, widths))  # noqa: E731
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def resumable_rows(path: Path, key: str, index: str) -> dict[int, dict[str, Any]]:
+    """The rows of a JSON-lines study file that belong to ``key``, by their ``index`` field.
+
+    Lines of another configuration (another ``key``) and lines cut short by an interruption are dropped, and the
+    file is rewritten without them, so rows appended next (:func:`append_row`) continue a clean file.
+    """
+    rows: dict[int, dict[str, Any]] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by an interruption
+            if row.get("key") == key:
+                rows[int(row[index])] = row
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows.values()))
+    return rows
+
+
+def append_row(handle: IO[str], row: dict[str, Any]) -> None:
+    """Append one row to an open JSON-lines file and push it to disk (a killed study keeps every finished row)."""
+    handle.write(json.dumps(row) + "\n")
+    handle.flush()
+    os.fsync(handle.fileno())

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from inverse.gan.model import InverseGAN
 from inverse.gan.training import fit_gan
 from physics.datasets import Experiment
 from physics.pseudodata import generate_pseudodata
-from qcdgip.runs import to_jsonable
+from qcdgip.runs import append_row, resumable_rows, to_jsonable
 
 __all__ = ["LEVELS", "plot_coverage", "run_coverage", "summarize_coverage"]
 
@@ -94,25 +93,13 @@ def run_coverage(
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "results.jsonl"
     key = _key(config)
-    rows: dict[int, dict[str, Any]] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by an interruption
-            if row.get("key") == key:
-                rows[int(row["seed"])] = row
-    # Rewrite without stale or broken lines, so appends below continue a clean file.
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows.values()))
+    rows = resumable_rows(path, key, "seed")
     seeds = [config.data.seed + 1 + k for k in range(n_sets)]
     todo = [s for s in seeds if s not in rows]
     with path.open("a") as fh:
         for seed in tqdm(todo, desc="coverage data sets", disable=not progress, initial=n_sets - len(todo)):
             row = {"key": key, **to_jsonable(_fit_one(config, experiment, seed))}
-            fh.write(json.dumps(row) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+            append_row(fh, row)
             rows[seed] = row
     if targets is None:
         t = config.report.targets

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from inverse.gan.training import fit_gan
 from physics.datasets import Experiment
 from physics.pseudodata import generate_pseudodata
 from qcdgip.errors import NonFiniteLossError
-from qcdgip.runs import to_jsonable
+from qcdgip.runs import append_row, resumable_rows, to_jsonable
 
 __all__ = ["draw_truth", "run_calibration", "sample_ranks", "summarize_calibration", "tarp_fraction"]
 
@@ -129,16 +128,7 @@ def run_calibration(config: ClosureConfig, directory: Path, n_sets: int, progres
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "results.jsonl"
     key = _key(config)
-    rows: dict[int, dict[str, Any]] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by an interruption
-            if row.get("key") == key:
-                rows[int(row["k"])] = row
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows.values()))
+    rows = resumable_rows(path, key, "k")
     todo = [k for k in range(n_sets) if k not in rows]
     with path.open("a") as fh:
         for k in tqdm(todo, desc="calibration data sets", disable=not progress, initial=n_sets - len(todo)):
@@ -148,9 +138,7 @@ def run_calibration(config: ClosureConfig, directory: Path, n_sets: int, progres
                 # A prior draw can leave a dataset without events or make the fit diverge: kept as a failed row
                 # (counted in the summary), so the study goes on and a resumed one does not retry it.
                 row = {"key": key, "k": k, "failed": f"{type(err).__name__}: {err}"}
-            fh.write(json.dumps(row) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+            append_row(fh, row)
             rows[k] = row
     done = [rows[k] for k in range(n_sets) if "failed" not in rows[k]]
     summary = summarize_calibration(done, config.physics.parameter_names)
