@@ -11,7 +11,7 @@ DIS_RUNCARD ?= configs/closure_dis.yaml
 ARGS ?= --resume
 NOT_SLOW := not slow and not mpi and not slurm and not gpu and not rebuild
 
-.PHONY: venv dis-operator closure-dis closure-dis-flow closure closure-detector calibration closure-mcmc reference surrogate closure-surrogate refine vaim vaim-pdf hpo ensemble test test-slow test-rebuild lint format docs docs-serve bench threads mainjob scaling peers clean
+.PHONY: venv dis-operator closure-dis closure-dis-flow closure closure-detector posterior calibration closure-mcmc reference surrogate closure-surrogate refine vaim vaim-pdf hpo ensemble test test-slow test-rebuild lint format docs docs-serve bench threads mainjob scaling peers clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ closure: $(STAMP)  ## main job: GAN closure test on case-B pseudo-data against t
 
 closure-detector: $(STAMP)  ## the closure test through the detector (resolution, acceptance, migrations; ~10 min)
 	$(PY) -m inverse.closure --config configs/closure_detector.yaml --out runs/closure-detector $(ARGS)
+
+posterior: $(STAMP)  ## posterior draws from the adversarial gradient on the default data, judged against MCMC (~5 min)
+	$(PY) -m inverse.closure --config configs/posterior_gan.yaml --out runs/posterior $(ARGS)
 
 calibration: $(STAMP)  ## posterior draws and replicas checked over 100 data sets with prior truths (SBC, TARP; hours)
 	$(PY) -m inverse.closure --config configs/calibration_posterior.yaml --out runs/calibration --resume $(ARGS)

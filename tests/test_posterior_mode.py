@@ -1,5 +1,7 @@
 """The GAN's posterior mode: the Langevin kernel, its diagnostics, the adversarial gradient it runs on, refusals."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -7,51 +9,179 @@ import torch
 from inverse.gan.config import ClosureConfig, GANConfig
 from inverse.gan.model import InverseGAN
 from inverse.gan.posterior import c2st, chain_diagnostics, compare_to_reference
-from inverse.gan.posterior.langevin import LangevinSampler, injected_variance, langevin_proposal
+from inverse.gan.posterior.kernel import (
+    error_covariance,
+    fit_lag,
+    half_kick,
+    injected_variance,
+    kinetic_step,
+    lag_corrected,
+    refresh_root,
+    refresh_variance,
+)
+from inverse.gan.posterior.langevin import LangevinSampler
 from inverse.gan.training import fit_gan
 from physics.likelihood import ExtendedLikelihood
 from physics.posterior import NormCoordinates
 from qcdgip.config import parse_config
 
 
-def _gaussian_chains(noise: float, correct: bool, eps: float = 0.4, steps: int = 3000, chains: int = 40) -> np.ndarray:
-    """Draws of the kernel on a correlated Gaussian whose gradient carries noise of variance ``noise`` (whitened)."""
+def _gaussian_chains(
+    noise: float, correct: bool, eps: float = 0.4, momentum: float = 0.0, steps: int = 3000, chains: int = 40
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draws [steps - 500, chains, 2] of the kernel on a correlated Gaussian whose gradient carries noise of variance
+    ``noise`` (whitened), and their sd over the reference sd."""
     g = torch.Generator().manual_seed(3)
     cov = torch.tensor([[4.0, 0.18], [0.18, 0.01]], dtype=torch.float64)
     chol = torch.linalg.cholesky(cov)
     precision = torch.linalg.inv(cov)
-    psi = torch.zeros(chains, 2, dtype=torch.float64)
-    q = injected_variance(eps, noise) if correct else eps
-    out = []
-    for _ in range(steps):
+
+    def grad_at(psi: torch.Tensor) -> torch.Tensor:
         # Gradient noise with covariance noise * C^-1 is `noise` per whitened coordinate.
         z = torch.randn(psi.shape, generator=g, dtype=psi.dtype)
-        grad = -psi @ precision + noise**0.5 * torch.linalg.solve_triangular(chol.T, z.T, upper=True).T
+        return -psi @ precision + noise**0.5 * torch.linalg.solve_triangular(chol.T, z.T, upper=True).T
+
+    psi = torch.zeros(chains, 2, dtype=torch.float64)
+    velocity = torch.zeros_like(psi)
+    refresh = refresh_variance(eps, noise, momentum) if correct else 1.0 - momentum**2
+    grad, out = grad_at(psi), []
+    for _ in range(steps):
         xi = torch.randn(psi.shape, generator=g, dtype=psi.dtype)
-        psi = langevin_proposal(psi, grad, chol, eps, q, 10.0, xi)
+        psi, velocity = kinetic_step(psi, velocity, grad, chol, eps, momentum, refresh**0.5 * xi, 10.0)
+        grad = grad_at(psi)
+        velocity = half_kick(velocity, grad, chol, eps, 10.0)
         out.append(psi)
-    draws = torch.stack(out)[500:].reshape(-1, 2).numpy()
-    return draws.std(0) / cov.diagonal().sqrt().numpy()
+    draws = torch.stack(out)[500:].numpy()
+    return draws, draws.reshape(-1, 2).std(0) / cov.diagonal().sqrt().numpy()
 
 
 def test_kernel_keeps_a_gaussian_width_with_noisy_gradients():
     # Corrected: the step's excess and the gradient's noise are taken out of the injected noise.
-    np.testing.assert_allclose(_gaussian_chains(2.0, True), 1.0, atol=0.04)
+    np.testing.assert_allclose(_gaussian_chains(2.0, True)[1], 1.0, atol=0.04)
     # Uncorrected, the same noise widens the chains: var 1 / (1 - eps / 4) plus (eps / 2)^2 V / (eps - eps^2 / 4).
-    widened = _gaussian_chains(2.0, False)
+    widened = _gaussian_chains(2.0, False)[1]
     expected = np.sqrt((0.4 + 0.04 * 2.0) / (0.4 - 0.04))
     np.testing.assert_allclose(widened, expected, rtol=0.04)
+
+
+def test_momentum_keeps_the_width_and_shortens_the_autocorrelation():
+    # With 70 % of the velocity kept, the noise reaches it through two kicks per refresh: still width 1 when
+    # corrected, and the chains decorrelate in fewer steps than the unadjusted Langevin step's 4 / eps - 1.
+    draws, ratio = _gaussian_chains(0.5, True, momentum=0.7)
+    np.testing.assert_allclose(ratio, 1.0, atol=0.05)
+    tau = chain_diagnostics(draws[:, :, :1])["autocorrelation_steps"][0]
+    tau_ula = chain_diagnostics(_gaussian_chains(0.5, True)[0][:, :, :1])["autocorrelation_steps"][0]
+    assert tau < 0.6 * tau_ula
+    assert 4.0 / 0.4 - 1 - 3 < tau_ula < 4.0 / 0.4 - 1 + 3
+
+
+def _lagging_chains(
+    lag: float, correct: bool, noise: float = 0.5, momentum: float = 0.7, eps: float = 0.3
+) -> tuple[float, float]:
+    """Width of chains on a correlated Gaussian whose gradient is taken ``lag`` of the last move behind (as a
+    discriminator trained at the previous parameters gives it) and carries an error that persists over steps
+    (variance ``noise`` per whitened coordinate, correlation 0.4 from step to step, as a discriminator's own), with
+    the error model fitted over steps 50-100 and taken out from then on; returns the width over the reference and
+    the fitted lag (whitened trace / D of its first matrix)."""
+    g = torch.Generator().manual_seed(5)
+    cov = torch.tensor([[4.0, 0.18], [0.18, 0.01]], dtype=torch.float64)
+    chol, precision = torch.linalg.cholesky(cov), torch.linalg.inv(cov)
+    chains, burn_in, rho = 40, 100, 0.4
+    psi = torch.randn(chains, 2, generator=g, dtype=torch.float64) @ chol.T
+    velocity, moves = torch.zeros_like(psi), torch.zeros(chains, 2, 2, dtype=torch.float64)
+    error = noise**0.5 * torch.randn(psi.shape, generator=g, dtype=psi.dtype)
+    root = refresh_variance(eps, 0.0, momentum) ** 0.5 * torch.eye(2, dtype=torch.float64)
+    fitted, rows, out = None, [], []
+
+    def grad_at() -> torch.Tensor:
+        nonlocal error
+        fresh = torch.randn(psi.shape, generator=g, dtype=psi.dtype)
+        error = rho * error + (noise * (1 - rho**2)) ** 0.5 * fresh
+        white = torch.linalg.solve_triangular(chol.T, error.T, upper=True).T  # error `noise` per whitened coordinate
+        return -(psi - lag * moves[:, 0]) @ precision + white
+
+    grad = grad_at()
+    for step in range(1, 1500):
+        refresh = torch.randn(psi.shape, generator=g, dtype=psi.dtype) @ root.T
+        new, velocity = kinetic_step(
+            psi, velocity, lag_corrected(grad, moves, fitted), chol, eps, momentum, refresh, 10.0
+        )
+        moves = torch.cat([(new - psi)[:, None], moves[:, :1]], dim=1)
+        psi = new
+        grad = grad_at()
+        if correct and 50 <= step <= burn_in:
+            rows.append((psi, moves, grad))
+            if step == burn_in:
+                fitted, residuals = fit_lag(*(torch.cat(parts) for parts in zip(*rows)))
+                error_cov = error_covariance((residuals @ chol).reshape(len(rows), chains, 2))
+                root = refresh_root(eps, error_cov, momentum)
+        velocity = half_kick(velocity, lag_corrected(grad, moves, fitted), chol, eps, 10.0)
+        out.append(psi)
+    width = torch.stack(out)[burn_in:].reshape(-1, 2).std(0) / cov.diagonal().sqrt()
+    lag_seen = float((chol.T @ fitted[0] @ chol).diagonal().mean()) if fitted is not None else 0.0
+    return float(width.max()), lag_seen
+
+
+def test_error_model_restores_the_width_of_lagging_noisy_gradients():
+    # Half a move's lag and a persistent error heat momentum chains (the lagged force pushes along the velocity,
+    # the error's kicks add up). Fitted over the burn-in and taken out, the width is the posterior's.
+    widened, _ = _lagging_chains(0.5, correct=False)
+    assert widened > 1.3
+    width, seen = _lagging_chains(0.5, correct=True)
+    assert width == pytest.approx(1.0, abs=0.05)
+    # The error that pushed the last move persists into the next gradient, so the fit counts part of it as lag.
+    assert seen > 0.45
+    # Without the error the fitted lag is the true one; without either, nothing is taken out.
+    assert _lagging_chains(0.5, correct=True, noise=0.0)[1] == pytest.approx(0.5, abs=0.05)
+    clean, seen = _lagging_chains(0.0, correct=True, noise=0.0)
+    assert clean == pytest.approx(1.0, abs=0.05) and abs(seen) < 0.05
+
+
+def test_error_covariance_counts_the_autocovariance_of_an_ar1_error():
+    g = torch.Generator().manual_seed(1)
+    rho, steps, chains = 0.4, 4000, 20
+    res = torch.zeros(steps, chains, 2, dtype=torch.float64)
+    for s in range(1, steps):
+        res[s] = rho * res[s - 1] + (1 - rho**2) ** 0.5 * torch.randn(chains, 2, generator=g, dtype=torch.float64)
+    cov = error_covariance(res, lags=2)
+    expected = 1 + 2 * rho + 2 * rho**2
+    assert torch.allclose(cov.diagonal(), torch.full((2,), expected, dtype=torch.float64), rtol=0.05)
+    assert float(cov[0, 1].abs()) < 0.05
+    # Isotropic noise: the matrix refresh is the scalar one in every direction; a huge one is floored.
+    root = refresh_root(0.3, 0.5 * torch.eye(2, dtype=torch.float64), 0.5)
+    assert torch.allclose(root, refresh_variance(0.3, 0.5, 0.5) ** 0.5 * torch.eye(2, dtype=torch.float64))
+    floor = refresh_root(0.3, 100.0 * torch.eye(2, dtype=torch.float64), 0.5)
+    assert torch.allclose(floor @ floor, 0.05 * 0.75 * torch.eye(2, dtype=torch.float64))
+
+
+def test_lag_fit_recovers_known_matrices_in_badly_scaled_coordinates():
+    g = torch.Generator().manual_seed(0)
+    n, dim = 3000, 3
+    psi = torch.randn(n, dim, generator=g, dtype=torch.float64) * torch.tensor([1.0, 10.0, 0.1], dtype=torch.float64)
+    moves = 0.3 * torch.randn(n, 2, dim, generator=g, dtype=torch.float64)
+    lag = torch.randn(2, dim, dim, generator=g, dtype=torch.float64)
+    slope = torch.randn(dim, dim, generator=g, dtype=torch.float64)
+    clean = 1.0 + psi @ slope.T
+    grad = clean + torch.einsum("kij,ckj->ci", lag, moves) + 0.1 * torch.randn(n, dim, generator=g, dtype=psi.dtype)
+    fitted, residuals = fit_lag(psi, moves, grad)
+    assert torch.allclose(fitted, lag, atol=0.03)
+    assert float(residuals.std()) == pytest.approx(0.1, rel=0.05)
+    assert float((lag_corrected(grad, moves, fitted) - clean).std()) == pytest.approx(0.1, rel=0.05)
+    assert lag_corrected(grad, moves, None) is grad
 
 
 def test_injected_variance_is_floored():
     assert injected_variance(0.3, 0.0) == pytest.approx(0.3 - 0.0225)
     assert injected_variance(1.0, 10.0) == pytest.approx(0.05)
+    assert refresh_variance(0.3, 0.0, 0.5) == pytest.approx((1 - 0.075) * 0.75)
+    assert refresh_variance(0.3, 100.0, 0.5) == pytest.approx(0.05 * 0.75)
 
 
 def test_drift_cap_bounds_a_far_step():
     chol = torch.eye(2, dtype=torch.float64)
     psi = torch.zeros(1, 2, dtype=torch.float64)
-    step = langevin_proposal(psi, torch.tensor([[1e6, 0.0]], dtype=torch.float64), chol, 0.3, 0.0, 2.0, psi)
+    huge = torch.tensor([[1e6, 0.0]], dtype=torch.float64)
+    step, _ = kinetic_step(psi, psi, huge, chol, 0.3, 0.0, torch.zeros_like(psi), 2.0)
     assert step.norm() == pytest.approx(2.0)
 
 
@@ -141,8 +271,9 @@ def small_fit(experiment_b, data_b):
     config = parse_config(
         ClosureConfig,
         {"physics": {"case": "B"}, "gan": {"training": {"replicas": 12, "steps": 120, "progress": False},
-                                           "posterior": {"mode": "langevin", "chains": 6, "steps": 30, "burn_in": 10,
-                                                         "checkpoint_every": 10, "d_steps": 2, "d_warmup": 5}}},
+                                           "posterior": {"mode": "langevin", "chains": 8, "steps": 40, "burn_in": 20,
+                                                         "checkpoint_every": 5, "d_steps": 2, "d_warmup": 5,
+                                                         "momentum": 0.7}}},
         "runcard",
     )  # fmt: skip
     fit = InverseGAN(config.gan, experiment_b, data_b)
@@ -162,7 +293,7 @@ def test_killed_chains_resume_to_the_same_draws(small_fit, experiment_b, data_b,
     step = killed.take_step
 
     def dying_step() -> None:
-        if killed.step == 25:
+        if killed.step == 17:  # the lag's regression rows of steps 11-15 are in the last checkpoint
             raise KilledError
         step()
 
@@ -170,7 +301,8 @@ def test_killed_chains_resume_to_the_same_draws(small_fit, experiment_b, data_b,
     with pytest.raises(KilledError):
         killed.run(tmp_path / "killed", progress=False)
     resumed = LangevinSampler(small_fit, data_b, coords).run(tmp_path / "killed", progress=False)
-    assert resumed.trace.shape == whole.trace.shape == (30, 6, 6)
+    assert resumed.trace.shape == whole.trace.shape == (40, 8, 6)
+    assert whole.lag is not None and resumed.lag == pytest.approx(whole.lag)
     np.testing.assert_allclose(resumed.trace, whole.trace, rtol=1e-6, atol=1e-9)
     low, high = np.array(experiment_b.theory.low), np.array(experiment_b.theory.high)
     assert np.all((whole.trace > low) & (whole.trace < high))
@@ -247,7 +379,7 @@ def test_calibration_truths_come_from_the_prior_and_ranks_count_draws_below():
 
 @pytest.mark.slow
 def test_calibration_study_writes_rows_and_resumes_without_refitting(tmp_path):
-    from inverse.gan.posterior.calibration import run_calibration
+    from inverse.gan.posterior.calibration import _key, _row, run_calibration
 
     config = parse_config(
         ClosureConfig,
@@ -266,6 +398,15 @@ def test_calibration_study_writes_rows_and_resumes_without_refitting(tmp_path):
     second = run_calibration(config, tmp_path, 3, progress=False)
     again = (tmp_path / "results.jsonl").read_text().splitlines()
     assert second["n_sets"] == 3 and again[:2] == rows and len(again) == 3
+    # Two more in two worker processes: the same rows this process would write (seeded per data set).
+    workers = config.model_copy(update={"report": config.report.model_copy(update={"calibration_workers": 2})})
+    third = run_calibration(workers, tmp_path, 5, progress=False)
+    final = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert third["n_sets"] == 5 and sorted(r["k"] for r in final) == [0, 1, 2, 3, 4]
+    torch.set_num_threads(1)
+    here = _row(config, _key(config), 4)
+    there = next(r for r in final if r["k"] == 4)
+    assert here["posterior"] == there["posterior"] and here["bootstrap"] == there["bootstrap"]
 
 
 @pytest.mark.slow

@@ -399,6 +399,13 @@ class ReportConfig(StrictModel):
         description="fit this many pseudo-data sets with truths drawn from the prior: SBC ranks, TARP, coverage of the "
         "replicas and (posterior.mode langevin) of the posterior draws",
     )
+    calibration_workers: int = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="processes fitting the calibration's data sets at once, each with an equal share of the cores "
+        "(small fits run faster side by side than one at a time on all cores)",
+    )
     targets: TargetsConfig = Field(default_factory=TargetsConfig)
 
 

@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ from inverse.gan.posterior.plots import plot_calibration
 from inverse.gan.training import fit_gan
 from physics.datasets import Experiment
 from physics.pseudodata import generate_pseudodata
+from qcdgip import runtime
 from qcdgip.errors import NonFiniteLossError
 from qcdgip.runs import append_row, resumable_rows, to_jsonable
 
@@ -123,23 +127,57 @@ def _fit_one(config: ClosureConfig, k: int) -> dict[str, Any]:
     return row
 
 
+def _row(config: ClosureConfig, key: str, k: int) -> dict[str, Any]:
+    """Data set k's row, or a failed row where its data or fit cannot be had."""
+    try:
+        return {"key": key, **to_jsonable(_fit_one(config, k))}
+    except (ValueError, NonFiniteLossError) as err:
+        # A prior draw can leave a dataset without events or make the fit diverge: kept as a failed row (counted
+        # in the summary), so the study goes on and a resumed one does not retry it.
+        return {"key": key, "k": k, "failed": f"{type(err).__name__}: {err}"}
+
+
+def _worker_threads(threads: int) -> None:
+    runtime.configure_threads(threads)
+
+
+def _rows(config: ClosureConfig, key: str, todo: list[int], workers: int) -> Iterator[dict[str, Any]]:
+    """The rows of ``todo`` as they finish: in this process, or in ``workers`` processes sharing its cores."""
+    if workers == 1 or len(todo) <= 1:
+        yield from (_row(config, key, k) for k in todo)
+        return
+    policy = runtime.current_policy()
+    total = policy.threads if policy is not None else runtime.process_share()
+    threads = max(1, total // workers)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_threads, initargs=(threads,)) as pool:
+        futures = [pool.submit(_row, config, key, k) for k in todo]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
 def run_calibration(config: ClosureConfig, directory: Path, n_sets: int, progress: bool = True) -> dict[str, Any]:
-    """Fit ``n_sets`` data sets with prior truths (resuming from ``directory/results.jsonl``) and summarize them."""
+    """Fit ``n_sets`` data sets with prior truths (resuming from ``directory/results.jsonl``) and summarize them.
+
+    With ``report.calibration_workers`` above 1 the data sets are fitted in that many processes at once; this
+    process writes each row as it arrives, so a killed study keeps every finished data set.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "results.jsonl"
     key = _key(config)
     rows = resumable_rows(path, key, "k")
     todo = [k for k in range(n_sets) if k not in rows]
+    bar = tqdm(total=n_sets, initial=n_sets - len(todo), desc="calibration data sets", disable=not progress)
     with path.open("a") as fh:
-        for k in tqdm(todo, desc="calibration data sets", disable=not progress, initial=n_sets - len(todo)):
-            try:
-                row = {"key": key, **to_jsonable(_fit_one(config, k))}
-            except (ValueError, NonFiniteLossError) as err:
-                # A prior draw can leave a dataset without events or make the fit diverge: kept as a failed row
-                # (counted in the summary), so the study goes on and a resumed one does not retry it.
-                row = {"key": key, "k": k, "failed": f"{type(err).__name__}: {err}"}
+        for row in _rows(config, key, todo, config.report.calibration_workers):
             append_row(fh, row)
-            rows[k] = row
+            rows[row["k"]] = row
+            bar.update(1)
+    bar.close()
     done = [rows[k] for k in range(n_sets) if "failed" not in rows[k]]
     summary = summarize_calibration(done, config.physics.parameter_names)
     summary["failed"] = {k: rows[k]["failed"] for k in range(n_sets) if "failed" in rows[k]}

@@ -56,6 +56,13 @@ class PosteriorModeConfig(StrictModel):
     step_size: float = Field(
         0.3, gt=0.0, le=2.0, description="Langevin step eps in units of the preconditioner (replicas' covariance)"
     )
+    momentum: float = Field(
+        0.7,
+        ge=0.0,
+        lt=1.0,
+        description="fraction of each chain's velocity kept from step to step (0: unadjusted Langevin; near 1: "
+        "chains keep their direction for about 1 / (1 - momentum) steps)",
+    )
     max_drift: float = Field(
         2.0, gt=0.0, description="cap of a step's drift in whitened units (far from the posterior only)"
     )
@@ -64,6 +71,11 @@ class PosteriorModeConfig(StrictModel):
         None,
         gt=0.0,
         description="the chains' discriminator learning rate (None: optimizer_d.lr of the fit)",
+    )
+    error_correction: bool = Field(
+        True,
+        description="over the second half of the burn-in, fit the discriminators' gradient error (its lag behind the "
+        "chains' last moves and its covariance) and take both out from then on",
     )
     adapt: bool = Field(
         True, description="halfway through the burn-in, precondition with the chains' own covariance instead"

@@ -3,21 +3,23 @@
 After the fit, ``chains`` chains on the unweighted data start at the replicas' estimates. Each step evaluates the
 generator objective at every chain's parameters on two independent halves of fresh generated events; its
 gradient is the adversarial estimate of -grad log L (exact where the discriminators are optimal), to which the
-prior's gradient is added. The chains move by unadjusted Langevin steps
-
-    psi <- psi + (eps / 2) C grad log pi(psi) + sqrt(q) C^{1/2} xi,
-
-in coordinates psi where the toy's curved ridges are nearly straight (``NormCoordinates``: the log integral of
-each PDF over the data range, with its exponents), preconditioned by the covariance C of the replicas' estimates
-there. Then each chain's discriminators take ``d_steps`` updates at its new parameters, so the next gradient is
-up to date. Three choices make it work (docs/solvers/posterior.md has the measurements):
+prior's gradient is added. The chains move by the kinetic Langevin step of :mod:`inverse.gan.posterior.kernel`
+(with ``momentum`` 0 the unadjusted Langevin step psi <- psi + (eps / 2) C grad log pi + sqrt(q) C^{1/2} xi), in
+coordinates psi where the toy's curved ridges are nearly straight (``NormCoordinates``: the log integral of each
+PDF over the data range, with its exponents), preconditioned by the covariance C of the replicas' estimates there.
+Then each chain's discriminators take ``d_steps`` updates at its new parameters, so the next gradient is up to
+date. Four choices make it work (docs/solvers/posterior.md has the measurements):
 
 * the coordinates: in theta (or the generator's logits) the same sampler needs steps 15x smaller;
-* the box: a proposal outside it is refused (the chain stays where it is). Reflecting it instead traps chains in
-  the box's corners, where the preconditioned step keeps pushing into a wall;
-* the noise: q = eps - (eps^2 / 4)(1 + V), with V the gradient's noise variance per whitened coordinate (from
-  the difference of the two halves' gradients) and eps^2 / 4 the variance excess of an unadjusted step on a
-  Gaussian whitened by C, so the chains' spread is that of the posterior, not of the posterior plus noise.
+* the box: a proposal outside it is refused (the chain stays where it is and turns back). Reflecting it instead
+  traps chains in the box's corners, where the preconditioned step keeps pushing into a wall;
+* the noise: the refresh's variance leaves room for the step's own excess on a Gaussian whitened by C and for the
+  gradient's error, first as measured from the difference of the two halves' gradients (the events' noise);
+* the discriminators' error: a discriminator is a few updates behind its chain and carries its own noise, which
+  persists over steps. Over the second half of the burn-in the gradients are regressed on the positions and the
+  last moves; the moves' part (the lag) is taken out of every later gradient, and the covariance of the rest, with
+  its autocovariance, replaces the halves' noise in the refresh. Without it the chains run wide, most of all with
+  momentum.
 
 References:
     Welling and Teh, "Bayesian learning via stochastic gradient Langevin dynamics", ICML (2011).
@@ -25,6 +27,7 @@ References:
     Vollmer, Zygalakis and Teh, "Exploration of the (non-)asymptotic bias and variance of stochastic gradient
     Langevin dynamics", arXiv:1501.00438.
     Roberts and Tweedie, "Exponential convergence of Langevin distributions", Bernoulli 2 (1996) 341.
+    Horowitz, "A generalized guided Monte Carlo algorithm", Phys. Lett. B 268 (1991) 247 (partial refresh).
 """
 
 from __future__ import annotations
@@ -40,16 +43,27 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from inverse.gan.config import GANConfig
 from inverse.gan.model import InverseGAN
 from inverse.gan.newton import LogisticNewton, logistic_terms
-from inverse.gan.posterior.config import PosteriorModeConfig
+from inverse.gan.posterior.chain_model import chain_model
 from inverse.gan.posterior.coordinates import ThetaCoordinates
+from inverse.gan.posterior.kernel import (
+    error_covariance,
+    fit_lag,
+    half_kick,
+    kinetic_step,
+    lag_corrected,
+    refresh_root,
+    refresh_variance,
+)
 from inverse.gan.training import make_optimizer
 from physics.posterior import NormCoordinates
 from physics.pseudodata import EventData
 
-__all__ = ["LangevinResult", "LangevinSampler", "injected_variance", "langevin_proposal"]
+__all__ = ["LAG_MOVES", "LangevinResult", "LangevinSampler"]
+
+LAG_MOVES = 2
+"""Moves back the discriminators' lag is fitted over (on the toy a third and a fourth add nothing measurable)."""
 
 
 @dataclass
@@ -60,11 +74,15 @@ class LangevinResult:
         trace: parameters of every chain after every step, [steps, C, D].
         burn_in: steps left out of :attr:`draws`.
         noise_variance: the gradient's measured noise variance per whitened coordinate (V).
-        injected: the injected noise variance per whitened coordinate (q).
+        injected: the noise variance per whitened coordinate a step puts into the positions (mean over directions).
         refused: fraction of proposals refused for leaving the prior box.
         seconds: wall time of the sampling (this call and earlier ones of a resumed run).
         cpu_seconds: CPU time of the sampling.
         step_seconds: wall time of each step run in this call.
+        lag: the discriminators' measured lag per move back (trace of each lag matrix / D; about the fraction of
+            that move the gradient lags behind), or None when not measured.
+        error_variance: the gradient error's variance per whitened coordinate that a chain integrates (after the
+            lag is taken out, with its autocovariance over two steps), or None when not measured.
     """
 
     trace: np.ndarray
@@ -75,52 +93,13 @@ class LangevinResult:
     seconds: float
     cpu_seconds: float
     step_seconds: list[float] = field(default_factory=list)
+    lag: list[float] | None = None
+    error_variance: list[float] | None = None
 
     @property
     def draws(self) -> np.ndarray:
         """Kept draws [S, C, D] (after the burn-in)."""
         return self.trace[self.burn_in :]
-
-
-def injected_variance(eps: float, noise: float) -> float:
-    """The noise variance q to inject per whitened coordinate for step ``eps`` and gradient noise ``noise`` (V).
-
-    An unadjusted step on a Gaussian whitened by the preconditioner has stationary variance q / (eps - eps^2 / 4)
-    plus (eps / 2)^2 V from the gradient's noise; q = eps - (eps^2 / 4)(1 + V) makes it 1. Floored at 5 % of eps:
-    a gradient noisier than the step can absorb would otherwise ask for negative noise.
-    """
-    return max(eps - 0.25 * eps**2 * (1.0 + noise), 0.05 * eps)
-
-
-def langevin_proposal(
-    psi: Tensor, grad: Tensor, chol: Tensor, eps: float, injected: float, max_drift: float, xi: Tensor
-) -> Tensor:
-    """The proposal psi + (eps / 2) C grad + sqrt(q) L xi (C = L L^T), its drift capped at ``max_drift``.
-
-    Far from the posterior (a poor start, a lagging discriminator) an uncapped step would leave the box at every
-    try, and a chain whose proposals are all refused never moves; near it the cap is not reached.
-    """
-    drift = 0.5 * eps * grad @ chol
-    drift = drift * (max_drift / drift.norm(dim=-1, keepdim=True).clamp_min(1e-300)).clamp(max=1.0)
-    return psi + (drift + injected**0.5 * xi) @ chol.T
-
-
-def _chain_config(gan: GANConfig, post: PosteriorModeConfig) -> GANConfig:
-    """The GAN settings of the chains: one parameter set per chain, the unweighted data, half-size event draws."""
-    events = post.events_per_param or gan.training.events_per_param
-    training = gan.training.model_copy(
-        update={
-            "replicas": post.chains,
-            "bootstrap": False,
-            "params_per_step": 1,
-            "events_per_param": max(1, events // 2),
-            "seed": post.seed,
-        }
-    )
-    update: dict[str, Any] = {"training": training}
-    if post.d_lr is not None:
-        update["optimizer_d"] = gan.optimizer_d.model_copy(update={"lr": post.d_lr})
-    return gan.model_copy(update=update)
 
 
 class LangevinSampler:
@@ -157,8 +136,7 @@ class LangevinSampler:
         theory = fit.experiment.theory
         self.low = torch.tensor(theory.low, dtype=torch.float64)
         self.high = torch.tensor(theory.high, dtype=torch.float64)
-        self.model = InverseGAN(_chain_config(fit.config, post), fit.experiment, data, fit.sampler)
-        _copy_discriminators(fit, self.model, post.chains)
+        self.model = chain_model(fit, data, post)
         inside = self._inside_margin(estimates)
         psi_all = coordinates.to_phi_torch(inside)
         cov = torch.cov(psi_all.T).reshape(dim, dim)
@@ -172,6 +150,12 @@ class LangevinSampler:
         else:
             self.opt_d = make_optimizer(d_cfg, self.model.discriminators.parameters())
         self.step = 0
+        self.velocity = torch.zeros_like(self.psi)
+        self.grad: Tensor | None = None
+        self.moves = self.psi.new_zeros(post.chains, LAG_MOVES, dim)
+        self.lag: Tensor | None = None
+        self.error_cov: Tensor | None = None
+        self.error_rows: list[Tensor] = []
         self.trace: list[Tensor] = []
         self.psi_trace: list[Tensor] = []
         self.noise_sum, self.noise_count, self.refusals = 0.0, 0, 0
@@ -230,22 +214,36 @@ class LangevinSampler:
             gen = self.model.generator
             gen.offset.copy_(gen.from_box(theta.to(gen.offset.dtype))[:, None, :])
 
+    def _measured_gradient(self) -> Tensor:
+        """The gradient of log pi at the chains' positions; the two halves' difference adds to the measured noise V."""
+        grad, diff = self.gradient(self.psi)
+        # Whitened coordinates z = L^-1 psi: the gradient there is L^T g; the two halves' mean has a quarter of
+        # their difference's variance.
+        self.noise_sum += float(((diff @ self.chol) ** 2).mean()) / 4.0
+        self.noise_count += 1
+        return grad
+
     def take_step(self) -> None:
-        """One Langevin step of every chain, then its discriminators' updates."""
+        """One step of every chain (:mod:`inverse.gan.posterior.kernel`), then its discriminators' updates."""
         post = self.config
         eps = post.step_size
-        grad, diff = self.gradient(self.psi)
+        if self.grad is None:
+            self.grad = self._measured_gradient()
         with torch.no_grad():
-            # Whitened coordinates z = L^-1 psi: the gradient there is L^T g; the two halves' mean has a quarter
-            # of their difference's variance.
-            self.noise_sum += float(((diff @ self.chol) ** 2).mean()) / 4.0
-            self.noise_count += 1
             xi = torch.randn(self.psi.shape, generator=self.noise, dtype=self.psi.dtype)
-            proposal = langevin_proposal(self.psi, grad, self.chol, eps, self.injected_variance(), post.max_drift, xi)
+            grad = lag_corrected(self.grad, self.moves, self.lag)
+            refresh = xi @ self.refresh_root().T
+            proposal, velocity = kinetic_step(
+                self.psi, self.velocity, grad, self.chol, eps, post.momentum, refresh, post.max_drift
+            )
             theta, _ = self.coords.to_theta_torch(proposal)
             outside = ((theta <= self.low) | (theta >= self.high)).any(-1) | ~torch.isfinite(theta).all(-1)
             self.refusals += int(outside.sum())
-            self.psi = torch.where(outside[:, None], self.psi, proposal)
+            moved = torch.where(outside[:, None], self.psi, proposal)
+            self.moves = torch.cat([(moved - self.psi)[:, None], self.moves[:, :-1]], dim=1)
+            self.psi = moved
+            # A refused chain turns back (its velocity negated, as a rejected generalized-HMC proposal does).
+            self.velocity = torch.where(outside[:, None], -velocity, velocity)
             self.trace.append(self.coords.to_theta_torch(self.psi)[0].clone())
             self.psi_trace.append(self.psi.clone())
         self._place(self.psi)
@@ -253,6 +251,34 @@ class LangevinSampler:
         self.step += 1
         if post.adapt and self.step == post.burn_in // 2 and post.burn_in >= 20:
             self._adapt()
+        self.grad = self._measured_gradient()
+        self._fit_error_model()
+        with torch.no_grad():
+            grad = lag_corrected(self.grad, self.moves, self.lag)
+            self.velocity = half_kick(self.velocity, grad, self.chol, eps, post.max_drift)
+
+    def _fit_error_model(self) -> None:
+        """Keep the second half of the burn-in's gradients; at its end, fit the discriminators' error model.
+
+        The lag behind the chains' last moves (:func:`fit_lag`) is taken out of every later gradient, and the
+        covariance of what the fit leaves (:func:`error_covariance`: the discriminators' noise and the events')
+        replaces the two halves' noise in the refresh from then on.
+        """
+        post = self.config
+        if not post.error_correction or self.step <= post.burn_in // 2 or self.step > post.burn_in:
+            return
+        self.error_rows.append(torch.cat([self.psi, self.moves.flatten(1), self.grad], dim=1))
+        if self.step == post.burn_in:
+            rows = torch.stack(self.error_rows)  # [S, C, columns]
+            steps, chains, _ = rows.shape
+            dim = self.psi.shape[-1]
+            rows = rows.reshape(steps * chains, -1)
+            # Too few gradients for 1 + (1 + LAG_MOVES) D coefficients per component: no correction.
+            if len(rows) >= 4 * (1 + (1 + LAG_MOVES) * dim):
+                moves = rows[:, dim:-dim].reshape(-1, LAG_MOVES, dim)
+                self.lag, residuals = fit_lag(rows[:, :dim], moves, rows[:, -dim:])
+                self.error_cov = error_covariance((residuals @ self.chol).reshape(steps, chains, dim))
+            self.error_rows = []
 
     def _adapt(self) -> None:
         """The chains' own covariance (from a quarter of the burn-in on) replaces the replicas' as preconditioner.
@@ -264,13 +290,28 @@ class LangevinSampler:
         cov = torch.cov(pooled.T)
         self.chol = torch.linalg.cholesky(cov + torch.diag(1e-9 * cov.diagonal().clamp_min(1e-12)))
         self.noise_sum, self.noise_count = 0.0, 0
+        # Velocities are whitened by the old factor: drawn afresh from the refresh's stationary law.
+        xi = torch.randn(self.psi.shape, generator=self.noise, dtype=self.psi.dtype)
+        self.velocity = (1.0 - 0.25 * self.config.step_size) ** 0.5 * xi
 
-    def injected_variance(self) -> float:
-        """Injected variance per whitened coordinate (:func:`injected_variance` of the measured noise)."""
-        eps = self.config.step_size
-        if not self.config.noise_correction:
-            return eps
-        return injected_variance(eps, self.noise_sum / max(self.noise_count, 1))
+    def noise_variance(self) -> float:
+        """The gradient's noise variance per whitened coordinate measured so far (V)."""
+        return self.noise_sum / max(self.noise_count, 1)
+
+    def refresh_root(self) -> Tensor:
+        """Root of the velocity refresh's covariance per whitened coordinate [D, D] (:func:`refresh_root`).
+
+        Before the error model is fitted, the two halves' noise V in every direction (:func:`refresh_variance`);
+        uncorrected (``noise_correction: false``), (1 - c^2) I.
+        """
+        post = self.config
+        dim = self.psi.shape[-1]
+        eye = torch.eye(dim, dtype=self.psi.dtype)
+        if not post.noise_correction:
+            return (1.0 - post.momentum**2) ** 0.5 * eye
+        if self.error_cov is not None:
+            return refresh_root(post.step_size, self.error_cov, post.momentum)
+        return refresh_variance(post.step_size, self.noise_variance(), post.momentum) ** 0.5 * eye
 
     # -- the run -----------------------------------------------------------------------------------------
     def run(self, directory: Path | None = None, progress: bool = True) -> LangevinResult:
@@ -304,12 +345,14 @@ class LangevinSampler:
         return LangevinResult(
             trace=torch.stack(self.trace).numpy(),
             burn_in=post.burn_in,
-            noise_variance=self.noise_sum / max(self.noise_count, 1),
-            injected=self.injected_variance(),
+            noise_variance=self.noise_variance(),
+            injected=self.config.step_size * float((self.refresh_root() ** 2).sum(0).mean()),
+            error_variance=None if self.error_cov is None else self.error_cov.diagonal().tolist(),
             refused=self.refusals / total,
             seconds=self.seconds,
             cpu_seconds=self.cpu_seconds,
             step_seconds=step_seconds,
+            lag=None if self.lag is None else _whitened_lag(self.lag, self.chol),
         )
 
     def _key(self) -> str:
@@ -317,19 +360,16 @@ class LangevinSampler:
         return json.dumps(self.config.model_dump(exclude={"targets", "c2st_draws", "checkpoint_every"}), sort_keys=True)
 
     def _save(self, path: Path) -> None:
-        state = {
-            "key": self._key(),
-            "step": self.step,
-            "psi": self.psi,
-            "trace": torch.stack(self.trace),
-            "psi_trace": torch.stack(self.psi_trace),
-            "chol": self.chol,
-            "discriminators": self.model.discriminators.state_dict(),
-            "optimizer": self.opt_d.state_dict(),
-            "noise": self.noise.get_state(),
-            "rng": self.model.rng_state(),
-            "counters": [self.noise_sum, self.noise_count, self.refusals, self.seconds, self.cpu_seconds],
-        }
+        state = {name: getattr(self, name) for name in _STATE}
+        state.update(
+            key=self._key(),
+            trace=torch.stack(self.trace),
+            psi_trace=torch.stack(self.psi_trace),
+            discriminators=self.model.discriminators.state_dict(),
+            optimizer=self.opt_d.state_dict(),
+            noise=self.noise.get_state(),
+            rng=self.model.rng_state(),
+        )
         tmp = path.with_name(path.name + ".tmp")
         torch.save(state, tmp)
         tmp.replace(path)
@@ -338,20 +378,24 @@ class LangevinSampler:
         state = torch.load(path, map_location="cpu", weights_only=False)
         if state.get("key") != self._key():
             return  # other sampler settings: start afresh (the file is overwritten at the first checkpoint)
-        self.step, self.psi = int(state["step"]), state["psi"]
-        self.trace = list(state["trace"].unbind(0))
-        self.psi_trace, self.chol = list(state["psi_trace"].unbind(0)), state["chol"]
+        for name in _STATE:
+            setattr(self, name, state[name])
+        self.trace, self.psi_trace = list(state["trace"].unbind(0)), list(state["psi_trace"].unbind(0))
         self.model.discriminators.load_state_dict(state["discriminators"])
         self.opt_d.load_state_dict(state["optimizer"])
         self.noise.set_state(state["noise"])
         self.model.set_rng_state(state["rng"])
-        self.noise_sum, self.noise_count, self.refusals, self.seconds, self.cpu_seconds = state["counters"]
         self._place(self.psi)
 
 
-def _copy_discriminators(fit: InverseGAN, chains: InverseGAN, n: int) -> None:
-    """Chain c's discriminators start as replica c's (parameters are stacked over replicas in dimension 0)."""
-    source = dict(fit.discriminators.named_parameters())
-    with torch.no_grad():
-        for name, p in chains.discriminators.named_parameters():
-            p.copy_(source[name][:n].to(p.dtype))
+_STATE = (
+    "step", "psi", "velocity", "grad", "moves", "lag", "error_cov", "error_rows", "chol",
+    "noise_sum", "noise_count", "refusals", "seconds", "cpu_seconds",
+)  # fmt: skip
+"""The sampler's attributes a checkpoint keeps as they are (the traces, discriminators and generators aside)."""
+
+
+def _whitened_lag(lag: Tensor, chol: Tensor) -> list[float]:
+    """Each lag matrix's trace / D in whitened coordinates, L^T M L: the fraction of a move the gradient lags."""
+    whitened = chol.T @ lag @ chol
+    return whitened.diagonal(dim1=1, dim2=2).mean(-1).tolist()

@@ -81,6 +81,7 @@ def judge(
         "steps": int(result.trace.shape[0]),
         "burn_in": result.burn_in,
         "step_size": post.step_size,
+        "momentum": post.momentum,
         "coordinates": post.coordinates,
         "draws_mean": flat.mean(0).tolist(),
         "draws_sd": flat.std(0, ddof=1).tolist(),
@@ -90,6 +91,8 @@ def judge(
         "gradient_noise_variance": result.noise_variance,
         "injected_variance": result.injected,
         "refused_fraction": result.refused,
+        "lag_per_move": result.lag,
+        "gradient_error_variance": result.error_variance,
         "sampling_s": result.seconds,
         "sampling_cpu_s": result.cpu_seconds,
         "step_s_median": float(np.median(result.step_seconds)) if result.step_seconds else None,
@@ -97,6 +100,18 @@ def judge(
         "targets": post.targets.model_dump(),
         "targets_met": met,
     }
+
+
+def _error_line(block: dict[str, Any]) -> str:
+    lag, error = block.get("lag_per_move"), block.get("gradient_error_variance")
+    if lag is None or error is None:
+        return "The discriminators' error was not modelled (error_correction off, or too short a burn-in)."
+    lags = ", ".join(f"{x:.2f}" for x in lag)
+    errors = ", ".join(f"{x:.3f}" for x in error)
+    return (
+        f"The discriminators' gradient lagged by {lags} of the last two moves, and its remaining error had "
+        f"variance {errors} per whitened coordinate; both were taken out after the burn-in."
+    )
 
 
 def posterior_mode_lines(block: dict[str, Any], names: list[str]) -> list[str]:
@@ -115,7 +130,8 @@ def posterior_mode_lines(block: dict[str, Any], names: list[str]) -> list[str]:
         "## Posterior draws (adversarial Langevin)",
         "",
         f"{block['chains']} chains x {block['steps']} steps (first {block['burn_in']} left out), step "
-        f"{block['step_size']} in {block['coordinates']} coordinates, moved by the discriminators' gradient; "
+        f"{block['step_size']} with momentum {block['momentum']} in {block['coordinates']} coordinates, "
+        "moved by the discriminators' gradient; "
         f"{block['sampling_cpu_s']:.0f} CPU-s of sampling, {block['fit_plus_sampling_cpu_s']:.0f} CPU-s with the "
         f"fit. `width` = draws' sd / MCMC posterior sd, `offset/sd` = (draws' mean - posterior mean) / sd; "
         "`boot. width` is the bootstrap replicas' width for comparison; `tau` is the autocorrelation time in steps.",
@@ -125,9 +141,11 @@ def posterior_mode_lines(block: dict[str, Any], names: list[str]) -> list[str]:
         "```",
         "",
         f"C2ST accuracy against the MCMC draws (0.5: indistinguishable): draws {block['c2st']:.3f}, bootstrap "
-        f"replicas {block['bootstrap']['c2st']:.3f}. Gradient noise {block['gradient_noise_variance']:.3f} per "
+        f"replicas {block['bootstrap']['c2st']:.3f}. The events' gradient noise (from the two halves) "
+        f"{block['gradient_noise_variance']:.3f} per "
         f"whitened coordinate, injected noise {block['injected_variance']:.3f}; "
-        f"{100 * block['refused_fraction']:.2f} % of the proposals left the prior box and were refused.",
+        f"{100 * block['refused_fraction']:.2f} % of the proposals left the prior box and were refused (the chain "
+        f"stayed and turned back). {_error_line(block)}",
         "",
         f"Targets: {met}. Plot: `posterior_mode.png`.",
     ]

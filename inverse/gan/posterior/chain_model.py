@@ -1,0 +1,53 @@
+"""The chains' GAN: one parameter set per chain on the unweighted data, its discriminators started from the fit's.
+
+The Langevin sampler (:mod:`inverse.gan.posterior.langevin`) moves the chains' parameters itself; this model
+generates their events, holds their discriminators and evaluates the generator objective at given parameters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from inverse.gan.config import GANConfig
+from inverse.gan.model import InverseGAN
+from inverse.gan.posterior.config import PosteriorModeConfig
+from physics.pseudodata import EventData
+
+__all__ = ["chain_model"]
+
+
+def chain_model(fit: InverseGAN, data: EventData, post: PosteriorModeConfig) -> InverseGAN:
+    """The chains' model: ``post.chains`` parameter sets, chain c's discriminators starting as replica c's.
+
+    Args:
+        fit: the fitted GAN (its sampler, experiment and discriminators are taken over).
+        data: the data the GAN was fitted to (used without bootstrap weights).
+        post: the posterior settings (chains, events per chain, discriminator learning rate, seed).
+    """
+    model = InverseGAN(_chain_config(fit.config, post), fit.experiment, data, fit.sampler)
+    source = dict(fit.discriminators.named_parameters())
+    with torch.no_grad():
+        # Parameters are stacked over replicas in dimension 0.
+        for name, p in model.discriminators.named_parameters():
+            p.copy_(source[name][: post.chains].to(p.dtype))
+    return model
+
+
+def _chain_config(gan: GANConfig, post: PosteriorModeConfig) -> GANConfig:
+    """The GAN settings of the chains: one parameter set per chain, the unweighted data, half-size event draws."""
+    events = post.events_per_param or gan.training.events_per_param
+    training = gan.training.model_copy(
+        update={
+            "replicas": post.chains,
+            "bootstrap": False,
+            "params_per_step": 1,
+            "events_per_param": max(1, events // 2),
+            "seed": post.seed,
+        }
+    )
+    update: dict[str, Any] = {"training": training}
+    if post.d_lr is not None:
+        update["optimizer_d"] = gan.optimizer_d.model_copy(update={"lr": post.d_lr})
+    return gan.model_copy(update=update)
