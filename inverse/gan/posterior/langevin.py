@@ -151,7 +151,7 @@ class LangevinSampler:
             self.opt_d = make_optimizer(d_cfg, self.model.discriminators.parameters())
         self.step = 0
         self.velocity = torch.zeros_like(self.psi)
-        self.grad: Tensor | None = None
+        self.grad: Tensor | None = None  # at psi, with the lag taken out once it is fitted
         self.moves = self.psi.new_zeros(post.chains, LAG_MOVES, dim)
         self.lag: Tensor | None = None
         self.error_cov: Tensor | None = None
@@ -231,10 +231,9 @@ class LangevinSampler:
             self.grad = self._measured_gradient()
         with torch.no_grad():
             xi = torch.randn(self.psi.shape, generator=self.noise, dtype=self.psi.dtype)
-            grad = lag_corrected(self.grad, self.moves, self.lag)
             refresh = xi @ self.refresh_root().T
             proposal, velocity = kinetic_step(
-                self.psi, self.velocity, grad, self.chol, eps, post.momentum, refresh, post.max_drift
+                self.psi, self.velocity, self.grad, self.chol, eps, post.momentum, refresh, post.max_drift
             )
             theta, _ = self.coords.to_theta_torch(proposal)
             outside = ((theta <= self.low) | (theta >= self.high)).any(-1) | ~torch.isfinite(theta).all(-1)
@@ -251,23 +250,27 @@ class LangevinSampler:
         self.step += 1
         if post.adapt and self.step == post.burn_in // 2 and post.burn_in >= 20:
             self._adapt()
-        self.grad = self._measured_gradient()
-        self._fit_error_model()
+        grad = self._measured_gradient()
+        self._fit_error_model(grad)
         with torch.no_grad():
-            grad = lag_corrected(self.grad, self.moves, self.lag)
-            self.velocity = half_kick(self.velocity, grad, self.chol, eps, post.max_drift)
+            # Kept corrected: the next step's first kick uses the same gradient at the same point.
+            self.grad = lag_corrected(grad, self.moves, self.lag)
+            self.velocity = half_kick(self.velocity, self.grad, self.chol, eps, post.max_drift)
 
-    def _fit_error_model(self) -> None:
+    def _fit_error_model(self, grad: Tensor) -> None:
         """Keep the second half of the burn-in's gradients; at its end, fit the discriminators' error model.
 
         The lag behind the chains' last moves (:func:`fit_lag`) is taken out of every later gradient, and the
         covariance of what the fit leaves (:func:`error_covariance`: the discriminators' noise and the events')
         replaces the two halves' noise in the refresh from then on.
+
+        Args:
+            grad: this step's gradient at the chains' positions, before the lag is taken out.
         """
         post = self.config
         if not post.error_correction or self.step <= post.burn_in // 2 or self.step > post.burn_in:
             return
-        self.error_rows.append(torch.cat([self.psi, self.moves.flatten(1), self.grad], dim=1))
+        self.error_rows.append(torch.cat([self.psi, self.moves.flatten(1), grad], dim=1))
         if self.step == post.burn_in:
             rows = torch.stack(self.error_rows)  # [S, C, columns]
             steps, chains, _ = rows.shape
