@@ -193,19 +193,28 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], floatfmt
 def resumable_rows(path: Path, key: str, index: str) -> dict[int, dict[str, Any]]:
     """The rows of a JSON-lines study file that belong to ``key``, by their ``index`` field.
 
-    Lines of another configuration (another ``key``) and lines cut short by an interruption are dropped, and the
-    file is rewritten without them, so rows appended next (:func:`append_row`) continue a clean file.
+    Rows of another configuration (another ``key``) stay in the file untouched, so a study run with other settings
+    in the same directory never loses them; only lines cut short by an interruption are dropped (the file is
+    rewritten without them, so rows appended next (:func:`append_row`) start on a line of their own).
     """
     rows: dict[int, dict[str, Any]] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by an interruption
-            if row.get("key") == key:
-                rows[int(row[index])] = row
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows.values()))
+    if not path.is_file():
+        return rows
+    lines = path.read_text().splitlines()
+    kept: list[str] = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by an interruption
+        kept.append(line)
+        if isinstance(row, dict) and row.get("key") == key:
+            rows[int(row[index])] = row
+    if len(kept) < len(lines) or not path.read_text().endswith("\n"):
+        # Rewritten beside and moved into place: a kill during the rewrite leaves the old file whole.
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
     return rows
 
 

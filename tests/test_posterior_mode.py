@@ -224,6 +224,21 @@ def test_posterior_settings_are_refused_by_name():
         )
 
 
+def test_chains_discriminator_rate_is_a_fraction_of_the_fits_for_adam_and_kept_for_newton():
+    from inverse.gan.posterior.chain_model import _chain_config
+
+    adam = parse_config(
+        GANConfig, {"optimizer_d": {"name": "adam", "lr": 0.01}, "posterior": {"mode": "langevin"}}, "r"
+    )
+    assert _chain_config(adam, adam.posterior).optimizer_d.lr == pytest.approx(0.005)
+    own = adam.posterior.model_copy(update={"d_lr": 0.02})
+    assert _chain_config(adam, own).optimizer_d.lr == 0.02
+    newton = parse_config(GANConfig, {"optimizer_d": {"name": "newton", "lr": 0.5}, "discriminator": {"depth": 0}}, "r")
+    assert _chain_config(newton, newton.posterior).optimizer_d.lr == 0.5
+    with pytest.raises(ValueError, match="d_lr_fraction"):
+        parse_config(GANConfig, {"posterior": {"d_lr_fraction": 0.0}}, "runcard")
+
+
 def test_norm_coordinates_torch_log_jacobian_matches_autograd(experiment_b):
     coords = NormCoordinates(experiment_b, "norm")
     theta = torch.tensor([[2.0, -0.4, 3.0, 1.2, -0.3, 4.2]], dtype=torch.float64)

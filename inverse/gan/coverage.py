@@ -3,7 +3,7 @@
 For data seeds ``data.seed + 1, ..., data.seed + K`` the GAN fits R bootstrap replicas; the truth should lie in
 the replicas' central 68 % (95 %) interval, the 16-84 % (2.5-97.5 %) quantiles per parameter, for 68 % (95 %) of
 the data sets. Each finished data set is appended to ``coverage/results.jsonl`` at once, so an interrupted study
-resumes where it stopped (rows from another configuration are ignored).
+resumes where it stopped (rows of another configuration stay in the file, skipped).
 
 With K data sets and D parameters the pooled fraction has a binomial sd of about sqrt(p (1 - p) / (K D)) if the
 parameters were independent; they are not (the estimates are correlated), so the per-parameter fractions, each

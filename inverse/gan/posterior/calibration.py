@@ -13,7 +13,7 @@ langevin``) the chains are run. Three checks, for the posterior draws and the bo
 * 68 % / 95 % central-interval coverage per parameter.
 
 Each finished data set is appended to ``calibration/results.jsonl`` at once, so a killed study resumes where it
-stopped (rows of another configuration are ignored), as the coverage study does.
+stopped (rows of another configuration stay in the file, skipped), as the coverage study does.
 """
 
 from __future__ import annotations

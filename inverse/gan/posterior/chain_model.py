@@ -48,6 +48,11 @@ def _chain_config(gan: GANConfig, post: PosteriorModeConfig) -> GANConfig:
         }
     )
     update: dict[str, Any] = {"training": training}
-    if post.d_lr is not None:
-        update["optimizer_d"] = gan.optimizer_d.model_copy(update={"lr": post.d_lr})
+    lr = post.d_lr
+    if lr is None and gan.optimizer_d.name != "newton":
+        # Adam's steps do not shrink near the optimum: over the chains' many updates on the same data, at the fit's
+        # rate the weights the data leave free random-walk and the gradient's noise grows step after step.
+        lr = post.d_lr_fraction * gan.optimizer_d.lr
+    if lr is not None:
+        update["optimizer_d"] = gan.optimizer_d.model_copy(update={"lr": lr})
     return gan.model_copy(update=update)

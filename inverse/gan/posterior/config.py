@@ -70,7 +70,15 @@ class PosteriorModeConfig(StrictModel):
     d_lr: float | None = Field(
         None,
         gt=0.0,
-        description="the chains' discriminator learning rate (None: optimizer_d.lr of the fit)",
+        description="the chains' discriminator learning rate (None: d_lr_fraction x optimizer_d.lr of the fit)",
+    )
+    d_lr_fraction: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="with d_lr None, the chains' discriminator learning rate as a fraction of the fit's for a "
+        "gradient optimizer (Adam and the like: at the fit's rate, the weights the data leave free drift over the "
+        "chains' many updates and the gradient's noise grows); a Newton refit keeps the fit's",
     )
     error_correction: bool = Field(
         True,
