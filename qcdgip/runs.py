@@ -200,7 +200,8 @@ def resumable_rows(path: Path, key: str, index: str) -> dict[int, dict[str, Any]
     rows: dict[int, dict[str, Any]] = {}
     if not path.is_file():
         return rows
-    lines = path.read_text().splitlines()
+    text = path.read_text()
+    lines = text.splitlines()
     kept: list[str] = []
     for line in lines:
         try:
@@ -210,11 +211,8 @@ def resumable_rows(path: Path, key: str, index: str) -> dict[int, dict[str, Any]
         kept.append(line)
         if isinstance(row, dict) and row.get("key") == key:
             rows[int(row[index])] = row
-    if len(kept) < len(lines) or not path.read_text().endswith("\n"):
-        # Rewritten beside and moved into place: a kill during the rewrite leaves the old file whole.
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(path)
+    if len(kept) < len(lines) or not text.endswith("\n"):
+        _atomic_write_text(path, "".join(line + "\n" for line in kept))
     return rows
 
 
