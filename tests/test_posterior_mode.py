@@ -330,17 +330,19 @@ def test_closure_reports_the_posterior_draws(tmp_path):
     config = parse_config(
         ClosureConfig,
         {"physics": {"case": "B"}, "posterior": {"n_chains": 4, "n_warmup": 300, "n_samples": 500},
-         "gan": {"training": {"replicas": 12, "steps": 120, "progress": False},
+         "gan": {"training": {"replicas": 12, "steps": 300, "progress": False},
                  "posterior": {"mode": "langevin", "chains": 8, "steps": 60, "burn_in": 20, "d_steps": 4}}},
         "runcard",
     )  # fmt: skip
     summary = run_closure(config, tmp_path, progress=False)
     block = summary["posterior_mode"]
     assert block["chains"] == 8 and block["steps"] == 60
-    # A short run of few chains: a loose bar (the measured widths are in docs/solvers/posterior.md).
+    # A short run of few chains: a loose bar (the measured widths are in docs/solvers/posterior.md). A fit of 120
+    # steps left the discriminators too weak for the chains to find the ridge's thin direction (C2ST 0.83-0.90);
+    # the default 300 gives 0.76 on one thread and on two.
     assert all(0.5 < w < 2.0 for w in block["width_ratio"])
     assert all(abs(o) < 1.0 for o in block["mean_offset"])
-    assert 0.45 < block["c2st"] < 0.9
+    assert 0.45 < block["c2st"] < 0.85
     assert (tmp_path / "posterior_mode.png").is_file() and (tmp_path / "posterior_mode" / "chains.pt").is_file()
     assert "Posterior draws (adversarial Langevin)" in (tmp_path / "report.md").read_text()
 
