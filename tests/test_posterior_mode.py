@@ -199,6 +199,22 @@ def test_chain_diagnostics_match_an_ar1_process():
         chain_diagnostics(x[:, :1])
 
 
+@pytest.mark.parametrize("chain_bias_sd", [0.0, 0.3])
+def test_the_mean_standard_error_covers_autocorrelated_and_disagreeing_chains(chain_bias_sd):
+    # 300 independent runs of 16 AR(1) chains (autocorrelation time 9) x 200 steps, each chain shifted by its own
+    # constant bias (the chains' discriminators carry one): the pooled mean's error over its MCSE follows Student's
+    # t with 15 degrees of freedom (sd 1.07).
+    rng = np.random.default_rng(1)
+    rho, steps, chains, runs = 0.8, 200, 16, 300
+    x = np.zeros((runs, steps, chains, 1))
+    x[:, 0] = rng.standard_normal((runs, chains, 1))
+    for t in range(1, steps):
+        x[:, t] = rho * x[:, t - 1] + np.sqrt(1 - rho**2) * rng.standard_normal((runs, chains, 1))
+    x += chain_bias_sd * rng.standard_normal((runs, 1, chains, 1))
+    z = np.array([run.mean() / chain_diagnostics(run)["mean_mcse"][0] for run in x])
+    assert 0.9 < z.std() < 1.25
+
+
 def test_c2st_tells_shifted_draws_apart_and_not_equal_ones():
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((1500, 3)), rng.standard_normal((1500, 3))

@@ -6,6 +6,7 @@
 * A classifier two-sample test (C2ST; Lopez-Paz and Oquab, arXiv:1610.06545): a small MLP learns to tell the draws
   from the reference's; its cross-validated accuracy is 0.5 when the two are indistinguishable and 1 when they do
   not overlap.
+* The Monte-Carlo standard error of the draws' mean (from the chains' means), so an offset can be read against it.
 * Width ratios and mean offsets (in reference sd) per parameter.
 """
 
@@ -21,7 +22,12 @@ __all__ = ["c2st", "chain_diagnostics", "compare_to_reference"]
 
 
 def chain_diagnostics(draws: np.ndarray) -> dict[str, list[float]]:
-    """R-hat, ESS and autocorrelation time per parameter of draws [S, C, D] (draw, chain, parameter)."""
+    """R-hat, ESS, autocorrelation time and the mean's Monte-Carlo standard error per parameter of draws [S, C, D].
+
+    The standard error is the spread of the chains' own means over the square root of their number: the chains
+    are independent, so it holds whatever their autocorrelation, and it grows when each chain carries an error of
+    its own (sd / sqrt(ESS) missed a third of such an error in a test of 8 chains with R-hat 1.19).
+    """
     draws = np.asarray(draws, dtype=np.float64)
     if draws.ndim != 3 or draws.shape[0] < 4 or draws.shape[1] < 2:
         raise ValueError(f"draws: need [S >= 4, C >= 2, D], got shape {draws.shape}")
@@ -29,7 +35,13 @@ def chain_diagnostics(draws: np.ndarray) -> dict[str, list[float]]:
     ess = np.asarray(tfp.mcmc.effective_sample_size(draws, cross_chain_dims=1, filter_beyond_positive_pairs=True))
     ess = np.clip(ess, 1.0, None)
     tau = draws.shape[0] * draws.shape[1] / ess
-    return {"rhat": rhat.tolist(), "ess": ess.tolist(), "autocorrelation_steps": tau.tolist()}
+    mcse = draws.mean(0).std(0, ddof=1) / np.sqrt(draws.shape[1])
+    return {
+        "rhat": rhat.tolist(),
+        "ess": ess.tolist(),
+        "autocorrelation_steps": tau.tolist(),
+        "mean_mcse": mcse.tolist(),
+    }
 
 
 def _mlp(dim: int, generator: torch.Generator) -> torch.nn.Module:

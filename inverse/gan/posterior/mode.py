@@ -86,6 +86,7 @@ def judge(
         "draws_mean": flat.mean(0).tolist(),
         "draws_sd": flat.std(0, ddof=1).tolist(),
         **versus,
+        "mean_offset_mcse": (np.asarray(mixing["mean_mcse"]) / reference.std(0, ddof=1)).tolist(),
         **mixing,
         "bootstrap": {k: boot[k] for k in ("width_ratio", "mean_offset", "c2st")},
         "gradient_noise_variance": result.noise_variance,
@@ -118,11 +119,12 @@ def posterior_mode_lines(block: dict[str, Any], names: list[str]) -> list[str]:
     """The report.md section of the posterior mode."""
     rows = [
         (n, block["draws_mean"][i], block["draws_sd"][i], block["width_ratio"][i], block["mean_offset"][i],
-         block["bootstrap"]["width_ratio"][i], block["rhat"][i], block["ess"][i], block["autocorrelation_steps"][i])
+         block["mean_offset_mcse"][i], block["bootstrap"]["width_ratio"][i], block["rhat"][i], block["ess"][i],
+         block["autocorrelation_steps"][i])
         for i, n in enumerate(names)
     ]  # fmt: skip
     table = format_table(
-        ["param", "mean", "sd", "width", "offset/sd", "boot. width", "R-hat", "ESS", "tau"], rows, ".3f"
+        ["param", "mean", "sd", "width", "offset/sd", "MCSE", "boot. width", "R-hat", "ESS", "tau"], rows, ".3f"
     )
     met = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in block["targets_met"].items())
     return [
@@ -133,7 +135,8 @@ def posterior_mode_lines(block: dict[str, Any], names: list[str]) -> list[str]:
         f"{block['step_size']} with momentum {block['momentum']} in {block['coordinates']} coordinates, "
         "moved by the discriminators' gradient; "
         f"{block['sampling_cpu_s']:.0f} CPU-s of sampling, {block['fit_plus_sampling_cpu_s']:.0f} CPU-s with the "
-        f"fit. `width` = draws' sd / MCMC posterior sd, `offset/sd` = (draws' mean - posterior mean) / sd; "
+        f"fit. `width` = draws' sd / MCMC posterior sd, `offset/sd` = (draws' mean - posterior mean) / sd, "
+        "`MCSE` its Monte-Carlo standard error (the chains' means' sd / sqrt(chains)); "
         "`boot. width` is the bootstrap replicas' width for comparison; `tau` is the autocorrelation time in steps.",
         "",
         "```",
