@@ -304,7 +304,7 @@ def small_fit(experiment_b, data_b):
         {"physics": {"case": "B"}, "gan": {"training": {"replicas": 12, "steps": 120, "progress": False},
                                            "posterior": {"mode": "langevin", "chains": 8, "steps": 40, "burn_in": 20,
                                                          "checkpoint_every": 5, "d_steps": 2, "d_warmup": 5,
-                                                         "momentum": 0.7}}},
+                                                         "momentum": 0.7, "d_anchor": 0.5}}},
         "runcard",
     )  # fmt: skip
     fit = InverseGAN(config.gan, experiment_b, data_b)

@@ -6,16 +6,18 @@ generates their events, holds their discriminators and evaluates the generator o
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from inverse.gan.config import GANConfig
 from inverse.gan.model import InverseGAN
 from inverse.gan.posterior.config import PosteriorModeConfig
 from physics.pseudodata import EventData
 
-__all__ = ["chain_model"]
+__all__ = ["chain_model", "pull_toward"]
 
 
 def chain_model(fit: InverseGAN, data: EventData, post: PosteriorModeConfig) -> InverseGAN:
@@ -56,3 +58,15 @@ def _chain_config(gan: GANConfig, post: PosteriorModeConfig) -> GANConfig:
     if lr is not None:
         update["optimizer_d"] = gan.optimizer_d.model_copy(update={"lr": lr})
     return gan.model_copy(update=update)
+
+
+def pull_toward(params: Iterable[Tensor], anchor: list[Tensor], rate: float) -> None:
+    """Move every parameter the fraction ``rate`` of the way back to its anchor: w <- w - rate (w - w0).
+
+    Applied after each optimizer step (decoupled, as AdamW's weight decay is, but toward the chain's own start
+    rather than zero), it bounds the random walk of the weights the data leave free over a long chain; a decay
+    toward zero instead pulls the trained weights too and biases the gradient.
+    """
+    with torch.no_grad():
+        for p, a in zip(params, anchor, strict=True):
+            p.sub_(rate * (p - a))

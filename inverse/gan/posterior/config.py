@@ -80,6 +80,13 @@ class PosteriorModeConfig(StrictModel):
         "gradient optimizer (Adam and the like: at the fit's rate, the weights the data leave free drift over the "
         "chains' many updates and the gradient's noise grows); a Newton refit keeps the fit's",
     )
+    d_anchor: float = Field(
+        0.0,
+        ge=0.0,
+        description="pull of each chain's discriminators back toward their weights at the chains' start, as a "
+        "multiple of the learning rate per update (w -= lr * d_anchor * (w - w0); gradient optimizers only; 0: "
+        "off). For chains of many hundred steps, where the weights the data leave free otherwise drift",
+    )
     error_correction: bool = Field(
         True,
         description="over the second half of the burn-in, fit the discriminators' gradient error (its lag behind the "

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from inverse.gan.model import InverseGAN
 from inverse.gan.newton import LogisticNewton, logistic_terms
-from inverse.gan.posterior.chain_model import chain_model
+from inverse.gan.posterior.chain_model import chain_model, pull_toward
 from inverse.gan.posterior.coordinates import ThetaCoordinates
 from inverse.gan.posterior.kernel import (
     error_covariance,
@@ -154,6 +154,7 @@ class LangevinSampler:
         self.grad: Tensor | None = None  # at psi, with the lag taken out once it is fitted
         self.moves = self.psi.new_zeros(post.chains, LAG_MOVES, dim)
         self.lag: Tensor | None = None
+        self.anchor: list[Tensor] | None = None  # the discriminators' weights at the chains' start (d_anchor)
         self.error_cov: Tensor | None = None
         self.error_rows: list[Tensor] = []
         self.trace: list[Tensor] = []
@@ -206,6 +207,10 @@ class LangevinSampler:
                 else:
                     m.discriminator_loss(generated, rs).sum().backward()
             self.opt_d.step()
+            if self.anchor is not None:
+                pull_toward(
+                    m.discriminators.parameters(), self.anchor, self.config.d_anchor * self.opt_d.param_groups[0]["lr"]
+                )
 
     def _place(self, psi: Tensor) -> None:
         """Put the chains' parameters into the model's point generator (its events come from there)."""
@@ -328,6 +333,8 @@ class LangevinSampler:
         if self.step == 0:
             self._place(self.psi)
             self._update_discriminators(post.d_warmup)
+            if post.d_anchor > 0 and not isinstance(self.opt_d, LogisticNewton):
+                self.anchor = [p.detach().clone() for p in self.model.discriminators.parameters()]
         step_seconds: list[float] = []
         bar = tqdm(total=post.steps, initial=self.step, desc=f"Langevin ({post.chains} chains)", disable=not progress)
         wall, cpu = time.perf_counter(), time.process_time()
@@ -393,7 +400,7 @@ class LangevinSampler:
 
 _STATE = (
     "step", "psi", "velocity", "grad", "moves", "lag", "error_cov", "error_rows", "chol",
-    "noise_sum", "noise_count", "refusals", "seconds", "cpu_seconds",
+    "noise_sum", "noise_count", "refusals", "seconds", "cpu_seconds", "anchor",
 )  # fmt: skip
 """The sampler's attributes a checkpoint keeps as they are (the traces, discriminators and generators aside)."""
 
