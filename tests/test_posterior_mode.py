@@ -232,6 +232,12 @@ def test_posterior_settings_are_refused_by_name():
         parse_config(GANConfig, {"posterior": {"prior": "gaussian"}}, "runcard")
     with pytest.raises(ValueError, match="chains"):
         parse_config(GANConfig, {"training": {"replicas": 5}, "posterior": {"mode": "langevin", "chains": 10}}, "r")
+    with pytest.raises(ValueError, match=r"d_anchor"):
+        parse_config(
+            GANConfig,
+            {"optimizer_d": {"name": "newton"}, "discriminator": {"depth": 0}, "posterior": {"d_anchor": 0.5}},
+            "runcard",
+        )
     with pytest.raises(ValueError, match=r"generator\.kind"):
         parse_config(
             GANConfig,
