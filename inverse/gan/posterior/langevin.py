@@ -333,7 +333,7 @@ class LangevinSampler:
         if self.step == 0:
             self._place(self.psi)
             self._update_discriminators(post.d_warmup)
-            if post.d_anchor > 0 and not isinstance(self.opt_d, LogisticNewton):
+            if post.d_anchor > 0:  # gradient optimizers only: GANConfig refuses it with Newton refits
                 self.anchor = [p.detach().clone() for p in self.model.discriminators.parameters()]
         step_seconds: list[float] = []
         bar = tqdm(total=post.steps, initial=self.step, desc=f"Langevin ({post.chains} chains)", disable=not progress)
