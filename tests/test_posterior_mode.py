@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from scipy.special import digamma, polygamma
 
 from inverse.gan.config import ClosureConfig, GANConfig
 from inverse.gan.model import InverseGAN
@@ -137,6 +138,46 @@ def test_error_model_restores_the_width_of_lagging_noisy_gradients():
     assert clean == pytest.approx(1.0, abs=0.05) and abs(seen) < 0.05
 
 
+def _skewed_chains(quadratic: bool, k: float = 1.5, eps: float = 0.3, momentum: float = 0.7) -> tuple[float, float]:
+    """Width and mean offset (in sd) of momentum chains on log Gamma(k), pi(x) ~ exp(k x - e^x) (sd trigamma(k)^0.5,
+    skewed), with its exact gradient k - e^x and the error model fitted over steps 50-100; returns (width, offset)."""
+    g = torch.Generator().manual_seed(3)
+    sd = float(polygamma(1, k)) ** 0.5
+    chol = torch.tensor([[sd]], dtype=torch.float64)
+    chains, burn_in = 40, 100
+    psi = float(digamma(k)) + sd * torch.randn(chains, 1, generator=g, dtype=torch.float64)
+    velocity, moves = torch.zeros_like(psi), torch.zeros(chains, 2, 1, dtype=torch.float64)
+    root = refresh_variance(eps, 0.0, momentum) ** 0.5 * torch.eye(1, dtype=torch.float64)
+    fitted, rows, out = None, [], []
+    grad = k - psi.exp()
+    for step in range(1, 2000):
+        refresh = torch.randn(psi.shape, generator=g, dtype=psi.dtype) @ root.T
+        step_grad = lag_corrected(grad, moves, fitted)
+        new, velocity = kinetic_step(psi, velocity, step_grad, chol, eps, momentum, refresh, 10.0)
+        moves, psi = torch.cat([(new - psi)[:, None], moves[:, :1]], dim=1), new
+        grad = k - psi.exp()
+        if burn_in // 2 <= step <= burn_in:
+            rows.append((psi, moves, grad))
+            if step == burn_in:
+                fitted, residuals = fit_lag(*(torch.cat(parts) for parts in zip(*rows)), quadratic=quadratic)
+                root = refresh_root(eps, error_covariance((residuals @ chol).reshape(len(rows), chains, 1)), momentum)
+        velocity = half_kick(velocity, lag_corrected(grad, moves, fitted), chol, eps, 10.0)
+        out.append(psi)
+    draws = torch.stack(out)[burn_in:].flatten()
+    return float(draws.std()) / sd, (float(draws.mean()) - float(digamma(k))) / sd
+
+
+def test_quadratic_error_model_keeps_a_skewed_posterior_wide():
+    # Exact gradients, no noise: whatever the error model reads is the gradient's curvature. A linear model of a
+    # skewed posterior's gradient leaves that curvature in its residuals, which then pass for noise and narrow the
+    # chains; the second-order terms take most of it (e^x's higher orders stay: 0.95-0.99 over four seeds, against
+    # 0.82-0.90 linear).
+    narrow, _ = _skewed_chains(quadratic=False)
+    assert narrow < 0.92
+    width, offset = _skewed_chains(quadratic=True)
+    assert 0.94 < width < 1.04 and abs(offset) < 0.05
+
+
 def test_error_covariance_counts_the_autocovariance_of_an_ar1_error():
     g = torch.Generator().manual_seed(1)
     rho, steps, chains = 0.4, 4000, 20
@@ -238,6 +279,10 @@ def test_posterior_settings_are_refused_by_name():
             {"optimizer_d": {"name": "newton"}, "discriminator": {"depth": 0}, "posterior": {"d_anchor": 0.5}},
             "runcard",
         )
+    # Left at its default the anchor follows the optimizer: off for Newton refits, 0.5 for gradient ones.
+    newton = parse_config(GANConfig, {"optimizer_d": {"name": "newton"}, "discriminator": {"depth": 0}}, "runcard")
+    assert newton.posterior.anchor_for(newton.optimizer_d.name) == 0.0
+    assert GANConfig().posterior.anchor_for(GANConfig().optimizer_d.name) == 0.5
     with pytest.raises(ValueError, match=r"generator\.kind"):
         parse_config(
             GANConfig,
@@ -310,7 +355,7 @@ def small_fit(experiment_b, data_b):
         {"physics": {"case": "B"}, "gan": {"training": {"replicas": 12, "steps": 120, "progress": False},
                                            "posterior": {"mode": "langevin", "chains": 8, "steps": 40, "burn_in": 20,
                                                          "checkpoint_every": 5, "d_steps": 2, "d_warmup": 5,
-                                                         "momentum": 0.7, "d_anchor": 0.5}}},
+                                                         "momentum": 0.7}}},
         "runcard",
     )  # fmt: skip
     fit = InverseGAN(config.gan, experiment_b, data_b)
@@ -463,7 +508,8 @@ def test_dis_closure_runs_the_chains_in_theta_inside_the_box(tmp_path):
     }  # fmt: skip
     summary = run_dis_closure(parse_config(DISClosureConfig, raw, "runcard"), tmp_path, plots=False, progress=False)
     block = summary["posterior_mode"]
-    assert block["coordinates"] == "theta" and block["steps"] == 30 and len(block["width_ratio"]) == 5
+    assert block["coordinates"] == "theta" and block["error_model"] == "quadratic"
+    assert block["steps"] == 30 and len(block["width_ratio"]) == 5
     assert "Posterior draws (adversarial Langevin)" in (tmp_path / "report.md").read_text()
     no_posterior = {**raw, "report": {**raw["report"], "posterior": False}}
     with pytest.raises(ValueError, match=r"report\.posterior"):

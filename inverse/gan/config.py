@@ -335,7 +335,7 @@ class GANConfig(StrictModel):
                 f"posterior.chains ({self.posterior.chains}) must not exceed training.replicas "
                 f"({self.training.replicas}): each chain starts at a replica"
             )
-        if self.posterior.d_anchor > 0 and self.optimizer_d.name == "newton":
+        if self.posterior.d_anchor and self.optimizer_d.name == "newton":
             raise ValueError(
                 "posterior.d_anchor: Newton refits of the discriminators solve for their optimum at every update and "
                 "do not drift; the anchor is for gradient optimizers (set d_anchor: 0)"

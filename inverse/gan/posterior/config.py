@@ -13,7 +13,12 @@ from pydantic import Field, model_validator
 
 from qcdgip.config import StrictModel
 
-__all__ = ["PosteriorModeConfig", "PosteriorTargets"]
+__all__ = ["DEFAULT_ANCHOR", "PosteriorModeConfig", "PosteriorTargets"]
+
+DEFAULT_ANCHOR = 0.5
+"""The anchor of gradient-trained discriminators when ``d_anchor`` is None: a time constant of 1 / (lr * 0.5)
+updates (400 at the chains' default rate 0.005, 50 Langevin steps): slow against the data's pull, quick against
+the drift of the weights the data leave free over a thousand steps."""
 
 
 class PosteriorTargets(StrictModel):
@@ -80,17 +85,24 @@ class PosteriorModeConfig(StrictModel):
         "gradient optimizer (Adam and the like: at the fit's rate, the weights the data leave free drift over the "
         "chains' many updates and the gradient's noise grows); a Newton refit keeps the fit's",
     )
-    d_anchor: float = Field(
-        0.0,
+    d_anchor: float | None = Field(
+        None,
         ge=0.0,
         description="pull of each chain's discriminators back toward their weights at the chains' start, as a "
-        "multiple of the learning rate per update (w -= lr * d_anchor * (w - w0); gradient optimizers only; 0: "
-        "off). For chains of many hundred steps, where the weights the data leave free otherwise drift",
+        "multiple of the learning rate per update (w -= lr * d_anchor * (w - w0); 0: off; None: 0.5 for a gradient "
+        "optimizer, off for Newton refits, which solve for their optimum at every update and do not drift). Over "
+        "many hundred steps the weights the data leave free otherwise drift",
     )
     error_correction: bool = Field(
         True,
         description="over the second half of the burn-in, fit the discriminators' gradient error (its lag behind the "
         "chains' last moves and its covariance) and take both out from then on",
+    )
+    error_model: Literal["auto", "linear", "quadratic"] = Field(
+        "auto",
+        description="the gradient's model the error is measured against: linear in the sampling coordinates, or "
+        "with their second-order terms where the posterior is not Gaussian in them (auto: linear in norm "
+        "coordinates, built to make the posterior nearly Gaussian; quadratic in theta)",
     )
     adapt: bool = Field(
         True, description="halfway through the burn-in, precondition with the chains' own covariance instead"
@@ -126,3 +138,9 @@ class PosteriorModeConfig(StrictModel):
         if self.prior_sd is not None and any(s <= 0 for s in self.prior_sd):
             raise ValueError(f"prior_sd: every sd must be positive, got {self.prior_sd}")
         return self
+
+    def anchor_for(self, optimizer: str) -> float:
+        """The discriminators' anchor for the fit's ``optimizer_d.name`` (``d_anchor``, or its default when None)."""
+        if self.d_anchor is not None:
+            return self.d_anchor
+        return 0.0 if optimizer == "newton" else DEFAULT_ANCHOR

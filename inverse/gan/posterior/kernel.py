@@ -145,7 +145,7 @@ def error_covariance(residuals: Tensor, lags: int = 2) -> Tensor:
     return 0.5 * (cov + cov.T)
 
 
-def fit_lag(psi: Tensor, moves: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
+def fit_lag(psi: Tensor, moves: Tensor, grad: Tensor, quadratic: bool = False) -> tuple[Tensor, Tensor]:
     """The discriminators' lag: least-squares matrices M_k with grad ~ a + B psi + sum_k M_k move_k.
 
     A discriminator updated a few times at the chains' new parameters still remembers where they were, so the
@@ -156,21 +156,34 @@ def fit_lag(psi: Tensor, moves: Tensor, grad: Tensor) -> tuple[Tensor, Tensor]:
     (and so pushed the last move) shows up in M_k as well; the residuals carry the rest of it
     (:func:`error_covariance`). The regression is equivariant, so it runs in psi with standardized columns.
 
+    Where the posterior is not Gaussian in psi its exact gradient is not linear in psi, and a linear fit would
+    leave that curvature in the residuals, where it would pass for noise and narrow the chains; ``quadratic`` adds
+    the products psi_i psi_j to the regression, and scales the residuals by sqrt(n / (n - p)) for its p
+    coefficients per component (40 for D = 6 and two moves: on a short burn-in the residuals would run small).
+
     Args:
         psi: positions [N, D] at which the gradients were taken.
         moves: the last K moves that led there [N, K, D] (newest first; zero for a refused proposal).
         grad: the gradients [N, D].
+        quadratic: add the second-order terms in psi.
 
     Returns:
         The lag matrices [K, D, D] (grad's part M_k @ move_k) and the fit's residuals [N, D].
     """
     n, k, d = moves.shape
     columns = torch.cat([psi, moves.reshape(n, k * d)], dim=1)
+    if quadratic:
+        z = (psi - psi.mean(0)) / psi.std(0).clamp_min(1e-300)
+        i, j = torch.triu_indices(d, d)
+        columns = torch.cat([columns, z[:, i] * z[:, j]], dim=1)
     mean, sd = columns.mean(0), columns.std(0).clamp_min(1e-300)
     design = torch.cat([torch.ones_like(psi[:, :1]), (columns - mean) / sd], dim=1)
-    coef = torch.linalg.lstsq(design, grad).solution  # [1 + D + K D, D]
-    lag = coef[1 + d :] / sd[d:, None]  # [K D, D]: move coefficients in the original units
-    return lag.reshape(k, d, d).transpose(1, 2), grad - design @ coef
+    coef = torch.linalg.lstsq(design, grad).solution  # [p, D]
+    lag = coef[1 + d : 1 + d + k * d] / sd[d : d + k * d, None]  # [K D, D]: move coefficients in the original units
+    residuals = grad - design @ coef
+    if quadratic:
+        residuals = residuals * (n / max(n - design.shape[1], 1)) ** 0.5
+    return lag.reshape(k, d, d).transpose(1, 2), residuals
 
 
 def lag_corrected(grad: Tensor, moves: Tensor, lag: Tensor | None) -> Tensor:

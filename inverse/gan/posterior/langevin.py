@@ -149,6 +149,7 @@ class LangevinSampler:
             self.opt_d: Any = LogisticNewton(self.model.discriminators, lr=d_cfg.lr, ridge=d_cfg.damping)
         else:
             self.opt_d = make_optimizer(d_cfg, self.model.discriminators.parameters())
+        self.d_anchor = post.anchor_for(d_cfg.name)
         self.step = 0
         self.velocity = torch.zeros_like(self.psi)
         self.grad: Tensor | None = None  # at psi, with the lag taken out once it is fitted
@@ -209,7 +210,7 @@ class LangevinSampler:
             self.opt_d.step()
             if self.anchor is not None:
                 pull_toward(
-                    m.discriminators.parameters(), self.anchor, self.config.d_anchor * self.opt_d.param_groups[0]["lr"]
+                    m.discriminators.parameters(), self.anchor, self.d_anchor * self.opt_d.param_groups[0]["lr"]
                 )
 
     def _place(self, psi: Tensor) -> None:
@@ -281,12 +282,19 @@ class LangevinSampler:
             steps, chains, _ = rows.shape
             dim = self.psi.shape[-1]
             rows = rows.reshape(steps * chains, -1)
-            # Too few gradients for 1 + (1 + LAG_MOVES) D coefficients per component: no correction.
-            if len(rows) >= 4 * (1 + (1 + LAG_MOVES) * dim):
+            quadratic = self.quadratic_error_model()
+            coefficients = 1 + (1 + LAG_MOVES) * dim + (dim * (dim + 1) // 2 if quadratic else 0)
+            if len(rows) >= 4 * coefficients:  # fewer gradients than 4 per coefficient: no correction
                 moves = rows[:, dim:-dim].reshape(-1, LAG_MOVES, dim)
-                self.lag, residuals = fit_lag(rows[:, :dim], moves, rows[:, -dim:])
+                self.lag, residuals = fit_lag(rows[:, :dim], moves, rows[:, -dim:], quadratic)
                 self.error_cov = error_covariance((residuals @ self.chol).reshape(steps, chains, dim))
             self.error_rows = []
+
+    def quadratic_error_model(self) -> bool:
+        """Whether the error model's gradient is quadratic in the sampling coordinates (``error_model``)."""
+        if self.config.error_model == "auto":
+            return isinstance(self.coords, ThetaCoordinates)
+        return self.config.error_model == "quadratic"
 
     def _adapt(self) -> None:
         """The chains' own covariance (from a quarter of the burn-in on) replaces the replicas' as preconditioner.
@@ -333,7 +341,7 @@ class LangevinSampler:
         if self.step == 0:
             self._place(self.psi)
             self._update_discriminators(post.d_warmup)
-            if post.d_anchor > 0:  # gradient optimizers only: GANConfig refuses it with Newton refits
+            if self.d_anchor > 0:
                 self.anchor = [p.detach().clone() for p in self.model.discriminators.parameters()]
         step_seconds: list[float] = []
         bar = tqdm(total=post.steps, initial=self.step, desc=f"Langevin ({post.chains} chains)", disable=not progress)

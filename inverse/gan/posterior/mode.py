@@ -53,6 +53,7 @@ def run_posterior_mode(
     result = sampler.run(out / "posterior_mode", progress)
     block = judge(result, model.estimates().detach().numpy(), reference, post, fit_cpu_s)
     block["coordinates"] = "theta" if isinstance(coords, ThetaCoordinates) else "norm"
+    block["error_model"] = "quadratic" if sampler.quadratic_error_model() else "linear"
     return block, result.draws
 
 
