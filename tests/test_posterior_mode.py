@@ -76,49 +76,66 @@ def test_momentum_keeps_the_width_and_shortens_the_autocorrelation():
     assert 4.0 / 0.4 - 1 - 3 < tau_ula < 4.0 / 0.4 - 1 + 3
 
 
-def _lagging_chains(
-    lag: float, correct: bool, noise: float = 0.5, momentum: float = 0.7, eps: float = 0.3
-) -> tuple[float, float]:
+def _momentum_chains(
+    psi: torch.Tensor,
+    chol: torch.Tensor,
+    gradient,
+    g: torch.Generator,
+    steps: int,
+    correct: bool = True,
+    quadratic: bool = False,
+    eps: float = 0.3,
+    momentum: float = 0.7,
+    burn_in: int = 100,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Momentum chains from ``psi`` driven by ``gradient(psi, moves)``, as the sampler runs them: when ``correct``,
+    the error model (:func:`fit_lag`, quadratic or not) is fitted over the burn-in's second half and its lag and
+    residual covariance are taken out from then on; returns the draws after the burn-in [S, C, D] and the fitted
+    lag (None uncorrected)."""
+    chains, dim = psi.shape
+    velocity, moves = torch.zeros_like(psi), psi.new_zeros(chains, 2, dim)
+    root = refresh_variance(eps, 0.0, momentum) ** 0.5 * torch.eye(dim, dtype=psi.dtype)
+    fitted, rows, out = None, [], []
+    grad = gradient(psi, moves)
+    for step in range(1, steps):
+        refresh = torch.randn(psi.shape, generator=g, dtype=psi.dtype) @ root.T
+        new, velocity = kinetic_step(
+            psi, velocity, lag_corrected(grad, moves, fitted), chol, eps, momentum, refresh, 10.0
+        )
+        moves, psi = torch.cat([(new - psi)[:, None], moves[:, :1]], dim=1), new
+        grad = gradient(psi, moves)
+        if correct and burn_in // 2 <= step <= burn_in:
+            rows.append((psi, moves, grad))
+            if step == burn_in:
+                fitted, residuals = fit_lag(*(torch.cat(parts) for parts in zip(*rows)), quadratic=quadratic)
+                error_cov = error_covariance((residuals @ chol).reshape(len(rows), chains, dim))
+                root = refresh_root(eps, error_cov, momentum)
+        velocity = half_kick(velocity, lag_corrected(grad, moves, fitted), chol, eps, 10.0)
+        out.append(psi)
+    return torch.stack(out)[burn_in:], fitted
+
+
+def _lagging_chains(lag: float, correct: bool, noise: float = 0.5) -> tuple[float, float]:
     """Width of chains on a correlated Gaussian whose gradient is taken ``lag`` of the last move behind (as a
     discriminator trained at the previous parameters gives it) and carries an error that persists over steps
-    (variance ``noise`` per whitened coordinate, correlation 0.4 from step to step, as a discriminator's own), with
-    the error model fitted over steps 50-100 and taken out from then on; returns the width over the reference and
-    the fitted lag (whitened trace / D of its first matrix)."""
+    (variance ``noise`` per whitened coordinate, correlation 0.4 from step to step, as a discriminator's own);
+    returns the width over the reference and the fitted lag (whitened trace / D of its first matrix)."""
     g = torch.Generator().manual_seed(5)
     cov = torch.tensor([[4.0, 0.18], [0.18, 0.01]], dtype=torch.float64)
     chol, precision = torch.linalg.cholesky(cov), torch.linalg.inv(cov)
-    chains, burn_in, rho = 40, 100, 0.4
+    chains, rho = 40, 0.4
     psi = torch.randn(chains, 2, generator=g, dtype=torch.float64) @ chol.T
-    velocity, moves = torch.zeros_like(psi), torch.zeros(chains, 2, 2, dtype=torch.float64)
     error = noise**0.5 * torch.randn(psi.shape, generator=g, dtype=psi.dtype)
-    root = refresh_variance(eps, 0.0, momentum) ** 0.5 * torch.eye(2, dtype=torch.float64)
-    fitted, rows, out = None, [], []
 
-    def grad_at() -> torch.Tensor:
+    def gradient(psi: torch.Tensor, moves: torch.Tensor) -> torch.Tensor:
         nonlocal error
         fresh = torch.randn(psi.shape, generator=g, dtype=psi.dtype)
         error = rho * error + (noise * (1 - rho**2)) ** 0.5 * fresh
         white = torch.linalg.solve_triangular(chol.T, error.T, upper=True).T  # error `noise` per whitened coordinate
         return -(psi - lag * moves[:, 0]) @ precision + white
 
-    grad = grad_at()
-    for step in range(1, 1500):
-        refresh = torch.randn(psi.shape, generator=g, dtype=psi.dtype) @ root.T
-        new, velocity = kinetic_step(
-            psi, velocity, lag_corrected(grad, moves, fitted), chol, eps, momentum, refresh, 10.0
-        )
-        moves = torch.cat([(new - psi)[:, None], moves[:, :1]], dim=1)
-        psi = new
-        grad = grad_at()
-        if correct and 50 <= step <= burn_in:
-            rows.append((psi, moves, grad))
-            if step == burn_in:
-                fitted, residuals = fit_lag(*(torch.cat(parts) for parts in zip(*rows)))
-                error_cov = error_covariance((residuals @ chol).reshape(len(rows), chains, 2))
-                root = refresh_root(eps, error_cov, momentum)
-        velocity = half_kick(velocity, lag_corrected(grad, moves, fitted), chol, eps, 10.0)
-        out.append(psi)
-    width = torch.stack(out)[burn_in:].reshape(-1, 2).std(0) / cov.diagonal().sqrt()
+    draws, fitted = _momentum_chains(psi, chol, gradient, g, 1500, correct=correct)
+    width = draws.reshape(-1, 2).std(0) / cov.diagonal().sqrt()
     lag_seen = float((chol.T @ fitted[0] @ chol).diagonal().mean()) if fitted is not None else 0.0
     return float(width.max()), lag_seen
 
@@ -138,32 +155,14 @@ def test_error_model_restores_the_width_of_lagging_noisy_gradients():
     assert clean == pytest.approx(1.0, abs=0.05) and abs(seen) < 0.05
 
 
-def _skewed_chains(quadratic: bool, k: float = 1.5, eps: float = 0.3, momentum: float = 0.7) -> tuple[float, float]:
+def _skewed_chains(quadratic: bool, k: float = 1.5) -> tuple[float, float]:
     """Width and mean offset (in sd) of momentum chains on log Gamma(k), pi(x) ~ exp(k x - e^x) (sd trigamma(k)^0.5,
-    skewed), with its exact gradient k - e^x and the error model fitted over steps 50-100; returns (width, offset)."""
+    skewed), with its exact gradient k - e^x and the error model fitted over the burn-in; returns (width, offset)."""
     g = torch.Generator().manual_seed(3)
     sd = float(polygamma(1, k)) ** 0.5
+    psi = float(digamma(k)) + sd * torch.randn(40, 1, generator=g, dtype=torch.float64)
     chol = torch.tensor([[sd]], dtype=torch.float64)
-    chains, burn_in = 40, 100
-    psi = float(digamma(k)) + sd * torch.randn(chains, 1, generator=g, dtype=torch.float64)
-    velocity, moves = torch.zeros_like(psi), torch.zeros(chains, 2, 1, dtype=torch.float64)
-    root = refresh_variance(eps, 0.0, momentum) ** 0.5 * torch.eye(1, dtype=torch.float64)
-    fitted, rows, out = None, [], []
-    grad = k - psi.exp()
-    for step in range(1, 2000):
-        refresh = torch.randn(psi.shape, generator=g, dtype=psi.dtype) @ root.T
-        step_grad = lag_corrected(grad, moves, fitted)
-        new, velocity = kinetic_step(psi, velocity, step_grad, chol, eps, momentum, refresh, 10.0)
-        moves, psi = torch.cat([(new - psi)[:, None], moves[:, :1]], dim=1), new
-        grad = k - psi.exp()
-        if burn_in // 2 <= step <= burn_in:
-            rows.append((psi, moves, grad))
-            if step == burn_in:
-                fitted, residuals = fit_lag(*(torch.cat(parts) for parts in zip(*rows)), quadratic=quadratic)
-                root = refresh_root(eps, error_covariance((residuals @ chol).reshape(len(rows), chains, 1)), momentum)
-        velocity = half_kick(velocity, lag_corrected(grad, moves, fitted), chol, eps, 10.0)
-        out.append(psi)
-    draws = torch.stack(out)[burn_in:].flatten()
+    draws, _ = _momentum_chains(psi, chol, lambda psi, moves: k - psi.exp(), g, 2000, quadratic=quadratic)
     return float(draws.std()) / sd, (float(draws.mean()) - float(digamma(k))) / sd
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "half_kick",
     "injected_variance",
     "kinetic_step",
+    "lag_coefficients",
     "lag_corrected",
     "refresh_root",
     "refresh_variance",
@@ -145,6 +146,17 @@ def error_covariance(residuals: Tensor, lags: int = 2) -> Tensor:
     return 0.5 * (cov + cov.T)
 
 
+def lag_coefficients(d: int, k: int, quadratic: bool = False) -> int:
+    """The number of coefficients per gradient component in :func:`fit_lag`'s regression.
+
+    Args:
+        d: the dimension of psi.
+        k: the number of moves back.
+        quadratic: whether the products psi_i psi_j are columns as well.
+    """
+    return 1 + (1 + k) * d + (d * (d + 1) // 2 if quadratic else 0)
+
+
 def fit_lag(psi: Tensor, moves: Tensor, grad: Tensor, quadratic: bool = False) -> tuple[Tensor, Tensor]:
     """The discriminators' lag: least-squares matrices M_k with grad ~ a + B psi + sum_k M_k move_k.
 
@@ -182,7 +194,7 @@ def fit_lag(psi: Tensor, moves: Tensor, grad: Tensor, quadratic: bool = False) -
     lag = coef[1 + d : 1 + d + k * d] / sd[d : d + k * d, None]  # [K D, D]: move coefficients in the original units
     residuals = grad - design @ coef
     if quadratic:
-        residuals = residuals * (n / max(n - design.shape[1], 1)) ** 0.5
+        residuals = residuals * (n / max(n - lag_coefficients(d, k, quadratic), 1)) ** 0.5
     return lag.reshape(k, d, d).transpose(1, 2), residuals
 
 

@@ -52,6 +52,7 @@ from inverse.gan.posterior.kernel import (
     fit_lag,
     half_kick,
     kinetic_step,
+    lag_coefficients,
     lag_corrected,
     refresh_root,
     refresh_variance,
@@ -283,8 +284,8 @@ class LangevinSampler:
             dim = self.psi.shape[-1]
             rows = rows.reshape(steps * chains, -1)
             quadratic = self.quadratic_error_model()
-            coefficients = 1 + (1 + LAG_MOVES) * dim + (dim * (dim + 1) // 2 if quadratic else 0)
-            if len(rows) >= 4 * coefficients:  # fewer gradients than 4 per coefficient: no correction
+            # Fewer gradients than 4 per coefficient: no correction.
+            if len(rows) >= 4 * lag_coefficients(dim, LAG_MOVES, quadratic):
                 moves = rows[:, dim:-dim].reshape(-1, LAG_MOVES, dim)
                 self.lag, residuals = fit_lag(rows[:, :dim], moves, rows[:, -dim:], quadratic)
                 self.error_cov = error_covariance((residuals @ self.chol).reshape(steps, chains, dim))
