@@ -161,7 +161,16 @@ def test_an_interrupted_fit_exits_130_and_resumes_to_the_end(signum, tmp_path):
     config = tiny_closure(tmp_path, steps=400, checkpoint_every=5)
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "inverse.closure", "--config", str(config), "--out", str(out), "--quiet"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell's background job starts with SIGINT ignored, and Python keeps an ignored SIGINT ignored: give the run
+    # the default disposition, as a foreground command has, so that the test holds wherever pytest was started.
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 240
     while not (out / "checkpoints" / "last.ckpt").is_file() and time.monotonic() < deadline:
         if proc.poll() is not None:
