@@ -1,6 +1,7 @@
 """The GAN's posterior mode: the Langevin kernel, its diagnostics, the adversarial gradient it runs on, refusals."""
 
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from inverse.gan.posterior.kernel import (
     refresh_root,
     refresh_variance,
 )
-from inverse.gan.posterior.langevin import LangevinSampler
+from inverse.gan.posterior.langevin import LAG_MOVES, LangevinSampler
 from inverse.gan.training import fit_gan
 from physics.likelihood import ExtendedLikelihood
 from physics.posterior import NormCoordinates
@@ -79,7 +80,7 @@ def test_momentum_keeps_the_width_and_shortens_the_autocorrelation():
 def _momentum_chains(
     psi: torch.Tensor,
     chol: torch.Tensor,
-    gradient,
+    gradient: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     g: torch.Generator,
     steps: int,
     correct: bool = True,
@@ -93,7 +94,7 @@ def _momentum_chains(
     residual covariance are taken out from then on; returns the draws after the burn-in [S, C, D] and the fitted
     lag (None uncorrected)."""
     chains, dim = psi.shape
-    velocity, moves = torch.zeros_like(psi), psi.new_zeros(chains, 2, dim)
+    velocity, moves = torch.zeros_like(psi), psi.new_zeros(chains, LAG_MOVES, dim)
     root = refresh_variance(eps, 0.0, momentum) ** 0.5 * torch.eye(dim, dtype=psi.dtype)
     fitted, rows, out = None, [], []
     grad = gradient(psi, moves)
