@@ -103,7 +103,7 @@ def _momentum_chains(
         new, velocity = kinetic_step(
             psi, velocity, lag_corrected(grad, moves, fitted), chol, eps, momentum, refresh, 10.0
         )
-        moves, psi = torch.cat([(new - psi)[:, None], moves[:, :1]], dim=1), new
+        moves, psi = torch.cat([(new - psi)[:, None], moves[:, :-1]], dim=1), new
         grad = gradient(psi, moves)
         if correct and burn_in // 2 <= step <= burn_in:
             rows.append((psi, moves, grad))
